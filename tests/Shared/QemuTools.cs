@@ -1,0 +1,91 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace Qcow2.Tests.Shared;
+
+/// <summary>
+/// Runs qemu-img and qemu-io for interoperability tests. These tools are the oracle: when they
+/// are missing the test fails loudly (.ci/run installs them), it never skips.
+/// </summary>
+internal static class QemuTools
+{
+    public static string QemuImg => Find("qemu-img");
+    public static string QemuIo => Find("qemu-io");
+
+    private static string Find(string name)
+    {
+        foreach (var dir in (Environment.GetEnvironmentVariable("PATH") ?? "/usr/bin").Split(':'))
+        {
+            var candidate = Path.Combine(dir, name);
+            if (File.Exists(candidate)) return candidate;
+        }
+        throw new InvalidOperationException(
+            $"{name} is not installed; the interoperability tests need it (apt-get install -y qemu-utils, as .ci/run does).");
+    }
+
+    /// <summary>Runs a tool, returns (exit code, stdout, stderr).</summary>
+    public static (int ExitCode, string StdOut, string StdErr) Run(string tool, params string[] args)
+    {
+        var psi = new ProcessStartInfo(tool)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stdout = new StringBuilder();
+        var stderr = new StringBuilder();
+        p.OutputDataReceived += (_, e) => { if (e.Data is not null) stdout.AppendLine(e.Data); };
+        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) stderr.AppendLine(e.Data); };
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        if (!p.WaitForExit(TimeSpan.FromMinutes(5)))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{tool} {string.Join(' ', args)} did not finish in 5 minutes");
+        }
+        p.WaitForExit();
+        return (p.ExitCode, stdout.ToString(), stderr.ToString());
+    }
+
+    /// <summary>Runs qemu-img and throws when it fails.</summary>
+    public static string Img(params string[] args)
+    {
+        var (code, stdout, stderr) = Run(QemuImg, args);
+        if (code != 0)
+            throw new InvalidOperationException($"qemu-img {string.Join(' ', args)} exited {code}: {stderr}{stdout}");
+        return stdout;
+    }
+
+    /// <summary>Runs qemu-io with the given commands against a file and throws when it fails.</summary>
+    public static string Io(string file, string format, params string[] commands)
+    {
+        var args = new List<string> { "-f", format };
+        foreach (var c in commands) { args.Add("-c"); args.Add(c); }
+        args.Add(file);
+        var (code, stdout, stderr) = Run(QemuIo, args.ToArray());
+        if (code != 0 || stdout.Contains("failed", StringComparison.OrdinalIgnoreCase))
+            throw new InvalidOperationException($"qemu-io {string.Join(' ', args)} exited {code}: {stderr}{stdout}");
+        return stdout;
+    }
+}
+
+/// <summary>A temporary directory removed when disposed.</summary>
+internal sealed class TempDir : IDisposable
+{
+    public TempDir()
+    {
+        Path = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "qcow2t-" + Guid.NewGuid().ToString("N")[..12]);
+        Directory.CreateDirectory(Path);
+    }
+
+    public string Path { get; }
+
+    public string File(string name) => System.IO.Path.Combine(Path, name);
+
+    public void Dispose()
+    {
+        try { Directory.Delete(Path, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+}
