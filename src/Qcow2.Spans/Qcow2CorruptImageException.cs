@@ -5,9 +5,11 @@ namespace Qcow2.Spans;
 /// <summary>
 /// The image is malformed: a structure breaks a rule of the qcow2 specification, or is
 /// inconsistent with another. Every bad-image error of the toolkit is this type (or derives
-/// from it), so callers can catch them all at once.
+/// from it), so callers can catch them all at once. (It derives from <see cref="Exception"/>:
+/// <see cref="InvalidDataException"/> is sealed, and deriving from <see cref="IOException"/> would
+/// mix bad images up with storage failures, which pass through as IOException.)
 /// </summary>
-public class Qcow2CorruptImageException : InvalidDataException
+public class Qcow2CorruptImageException : Exception
 {
     /// <summary>Creates the exception.</summary>
     /// <param name="structure">The structure at fault, e.g. "header.cluster_bits" or "L2 entry".</param>
