@@ -1,0 +1,91 @@
+using Qcow2.Cli.Framework;
+using Qcow2.Cli.Output;
+using Qcow2.Volume.Check;
+using Qcow2.Volume.Storage;
+
+namespace Qcow2.Cli.Commands;
+
+/// <summary>
+/// <c>qcow2 check</c>: qemu-img check's report and exit codes — 0 clean, 1 the check failed,
+/// 2 corruptions, 3 leaks only, 63 the format has no checks (raw).
+/// </summary>
+internal sealed class CheckCommand : Command
+{
+    public override string Name => "check";
+    public override string Summary => "Check an image for consistency (exit 0 clean, 1 check failed, 2 corrupt, 3 leaks, 63 no checks)";
+    public override string Synopsis => "[--output=human|json] [-r leaks|all] [-f FMT] [-q] [-U] FILE";
+    public override string Details =>
+        "-r leaks repairs leaked clusters only; -r all also repairs corruptions. After a repair the\n" +
+        "image is checked again and that result is reported, with what was fixed.";
+
+    public override IReadOnlyList<OptionSpec> Options { get; } = new[]
+    {
+        new OptionSpec('f', "format", true, "FMT", "image format (qcow2 or raw); probed when absent"),
+        new OptionSpec('\0', "output", true, "FMT", "human (default) or json"),
+        new OptionSpec('r', "repair", true, "leaks|all", "repair leaks, or everything"),
+        new OptionSpec('q', "quiet", false, null, "print nothing, only set the exit code"),
+        new OptionSpec('U', "force-share", false, null, "accepted for qemu-img compatibility"),
+    };
+
+    public override int Execute(ParsedArgs args, CliContext context)
+    {
+        RequirePositionals(args, 1, 1, "one image file name");
+        bool json = ParseOutputJson(args);
+        bool quiet = args.Has("q");
+        var repair = args.Get("repair") switch
+        {
+            null => RepairMode.None,
+            "leaks" => RepairMode.Leaks,
+            "all" => RepairMode.All,
+            var other => throw new UsageException($"Invalid -r argument: '{other}' (expected leaks or all)"),
+        };
+        string path = args.Positionals[0];
+        ImageOpener.RequireExists(path);
+        string format = args.Get("format") is { } f ? ImageOpener.CheckFormat(f) : ImageOpener.Probe(path);
+        if (format != "qcow2")
+            throw new CommandFailedException("This image format does not support checks", ExitCodes.CheckNotSupported);
+
+        CheckResult result;
+        using (var storage = FileStorage.Open(Path.GetFullPath(path), writable: repair != RepairMode.None))
+        {
+            result = Qcow2Checker.Check(storage, new CheckOptions { Repair = repair });
+        }
+
+        context.Out.Flush();
+        foreach (var finding in result.Findings)
+            context.Error.Write(finding.Message.ReplaceLineEndings(" ") + "\n");
+
+        if (result.FailureMessage is not null)
+            throw new CommandFailedException("Check failed: " + result.FailureMessage, ExitCodes.CheckFailed);
+
+        var report = new CheckReport
+        {
+            Filename = path,
+            Format = "qcow2",
+            CheckErrors = result.CheckErrors,
+            Corruptions = result.Corruptions,
+            Leaks = result.Leaks,
+            CorruptionsFixed = result.CorruptionsFixed,
+            LeaksFixed = result.LeaksFixed,
+            ImageEndOffset = result.ImageEndOffset,
+            TotalClusters = result.TotalClusters,
+            AllocatedClusters = result.AllocatedClusters,
+            FragmentedClusters = result.FragmentedClusters,
+            CompressedClusters = result.CompressedClusters,
+        };
+        if (!quiet)
+        {
+            if (json)
+            {
+                context.Out.Write(CheckFormatter.Json(report));
+            }
+            else
+            {
+                if (result.LeaksFixed != 0 || result.CorruptionsFixed != 0)
+                    context.Out.Write(CheckFormatter.RepairPreamble(result.LeaksFixed, result.CorruptionsFixed));
+                context.Out.Write(CheckFormatter.Human(report));
+            }
+        }
+        return report.ExitCode;
+    }
+}
