@@ -1,0 +1,325 @@
+using System.Buffers.Binary;
+
+namespace Qcow2.Volume.Check;
+
+internal sealed partial class CheckRun
+{
+    private long _nextContiguous;
+
+    /// <summary>Counts every reference, compares, repairs, then checks COPIED flags (qemu's check order).</summary>
+    private void CheckRefcounts(List<SnapshotRef> snapshots, long snapshotsSize)
+    {
+        long clusters = (_fileLength + ClusterSize - 1) >> ClusterBits;
+        if (clusters > int.MaxValue)
+            throw Fail("File too large", CheckFindingKind.CheckError, -1, "the image file has too many clusters to check");
+        try
+        {
+            _refs = new RefcountArray(_img.RefcountOrder, ClusterBits, clusters + 1, _maxArrayBytes);
+        }
+        catch (InsufficientMemoryException)
+        {
+            throw Fail("Cannot allocate memory", CheckFindingKind.CheckError, -1,
+                $"the refcount array for {clusters} clusters would exceed the memory limit of {_maxArrayBytes} bytes");
+        }
+        _nbClusters = clusters;
+        _refcountTableOffset = _img.RefcountTableOffset;
+        _refcountTable = ReadEntries(_img.RefcountTableOffset, (int)_img.RefcountTableEntries);
+
+        CalculateRefcounts(snapshots, snapshotsSize);
+        _progress?.Report(0.6);
+
+        var (mismatches, highest) = CompareRefcounts();
+        _progress?.Report(0.75);
+
+        if (_rebuild && FixErrors)
+        {
+            RebuildRefcountStructure(mismatches);
+            mismatches.Clear();
+            _errorBlocks.Clear();
+            highest = HighestUsedCluster();
+        }
+        else if (_fix != RepairMode.None)
+        {
+            if (_rebuild)
+                throw Fail("Input/output error", CheckFindingKind.RefcountStructure, -1,
+                    "need to rebuild refcount structures (use repair mode All)");
+            mismatches = FixMismatches(mismatches);
+        }
+
+        CheckCopiedFlags(mismatches);
+        _progress?.Report(0.95);
+        _res.ImageEndOffset = (highest + 1) << ClusterBits;
+    }
+
+    private void CalculateRefcounts(List<SnapshotRef> snapshots, long snapshotsSize)
+    {
+        // The header cluster.
+        IncrementRange(0, ClusterSize);
+
+        // The active L1 table and everything below it (with allocation statistics).
+        CheckL1(_img.L1Offset, _img.L1Size, active: true);
+
+        if (_img.HasDataFile && snapshots.Count > 0)
+            Corruption(CheckFindingKind.SnapshotTable, -1, $"{snapshots.Count} snapshots in image with data file");
+        for (int i = 0; i < snapshots.Count; i++)
+        {
+            var sn = snapshots[i];
+            if ((sn.L1Offset & (ulong)(ClusterSize - 1)) != 0)
+            {
+                Corruption(CheckFindingKind.SnapshotTable, -1,
+                    $"snapshot {sn.Id} ({sn.Name}) l1_offset={Hex(sn.L1Offset)}: L1 table is not cluster aligned; snapshot table entry corrupted");
+                continue;
+            }
+            if (sn.L1Size > CheckImage.MaxL1Bytes / 8)
+            {
+                Corruption(CheckFindingKind.SnapshotTable, -1,
+                    $"snapshot {sn.Id} ({sn.Name}) l1_size={Hex((ulong)sn.L1Size)}: L1 table is too large; snapshot table entry corrupted");
+                continue;
+            }
+            if (sn.L1Offset > long.MaxValue / 2)
+            {
+                Corruption(CheckFindingKind.SnapshotTable, -1,
+                    $"snapshot {sn.Id} ({sn.Name}) l1_offset={Hex(sn.L1Offset)}: L1 table lies beyond any file");
+                continue;
+            }
+            CheckL1((long)sn.L1Offset, (int)sn.L1Size, active: false);
+            _progress?.Report(0.3 + 0.25 * (i + 1) / snapshots.Count);
+        }
+        IncrementRange(_img.SnapshotsOffset, snapshotsSize);
+
+        // The refcount table.
+        _countingStructure = true;
+        IncrementRange((ulong)_img.RefcountTableOffset, (long)_img.RefcountTableClusters << ClusterBits);
+        _countingStructure = false;
+
+        // The encryption header.
+        if (_img.CryptoHeaderLength != 0)
+            IncrementRange(_img.CryptoHeaderOffset, (long)_img.CryptoHeaderLength);
+
+        CountBitmaps();
+        CheckRefcountBlocks();
+    }
+
+    /// <summary>Counts an L1 table, its L2 tables and their clusters.</summary>
+    private void CheckL1(long l1Offset, int l1Size, bool active)
+    {
+        if (l1Size == 0) return;
+        IncrementRange((ulong)l1Offset, (long)l1Size * 8);
+        var l1 = ReadEntries(l1Offset, l1Size);
+
+        var l2Offsets = new List<long>();
+        for (int i = 0; i < l1.Length; i++)
+        {
+            ulong entry = l1[i];
+            if (entry == 0) continue;
+            if ((entry & L1ReservedMask) != 0)
+                Corruption(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"found L1 entry with reserved bits set: {Hex(entry)}");
+            ulong l2Offset = entry & L1OffsetMask;
+            IncrementRange(l2Offset, ClusterSize);
+            if ((l2Offset & (ulong)(ClusterSize - 1)) != 0)
+                Corruption(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"l2_offset={Hex(l2Offset)}: Table is not cluster aligned; L1 entry corrupted");
+            l2Offsets.Add((long)l2Offset);
+        }
+        l2Offsets.Sort();
+        var offsets = l2Offsets.ToArray();
+        VisitTables(offsets, (index, table) => CheckL2(offsets[index], table, active));
+    }
+
+    /// <summary>Counts the clusters one L2 table references and checks its entries.</summary>
+    private void CheckL2(long l2Offset, Span<byte> table, bool active)
+    {
+        int entrySize = _img.L2EntrySize;
+        bool extended = _img.ExtendedL2;
+        bool dataFile = _img.HasDataFile;
+        int entries = _img.L2Entries;
+        int clusterBits = ClusterBits;
+        int csizeShift = 62 - (clusterBits - 8);
+        ulong csizeMask = (1UL << (clusterBits - 8)) - 1;
+        ulong coffsetMask = (1UL << csizeShift) - 1;
+        long nextContiguous = 0;
+
+        int i = 0;
+        while (i < entries)
+        {
+            // Skip runs of unallocated entries without decoding them.
+            int nonZero = table[(i * entrySize)..].IndexOfAnyExcept((byte)0);
+            if (nonZero < 0) break;
+            i += nonZero / entrySize;
+
+            ulong entry = ReadL2(table, i, entrySize);
+            ulong bitmap = extended ? BinaryPrimitives.ReadUInt64BigEndian(table[(i * entrySize + 8)..]) : 0;
+            long entryOffset = l2Offset + (long)i * entrySize;
+
+            if ((entry & CompressedFlag) != 0)
+            {
+                if ((entry & CopiedFlag) != 0)
+                {
+                    Corruption(CheckFindingKind.L2Entry, entryOffset,
+                        $"coffset={Hex(entry & coffsetMask)}: copied flag must never be set for compressed clusters");
+                    entry &= ~CopiedFlag;
+                }
+                if (dataFile)
+                {
+                    Corruption(CheckFindingKind.L2Entry, entryOffset, $"compressed cluster {i} with data file, entry={Hex(entry)}");
+                }
+                else if (bitmap != 0)
+                {
+                    Corruption(CheckFindingKind.L2Entry, entryOffset, $"compressed cluster {i} with non-zero subcluster allocation bitmap, entry={Hex(entry)}");
+                }
+                else
+                {
+                    ulong coffset = entry & coffsetMask;
+                    long sectors = (long)((entry >> csizeShift) & csizeMask) + 1;
+                    long csize = sectors * CompressedSectorSize - (long)(coffset & (CompressedSectorSize - 1));
+                    IncrementRange(coffset, csize);
+                    if (active)
+                    {
+                        _res.AllocatedClusters++;
+                        _res.CompressedClusters++;
+                        _res.FragmentedClusters++;
+                    }
+                }
+                i++;
+                continue;
+            }
+
+            if ((entry & L2StandardReservedMask) != 0)
+                Corruption(CheckFindingKind.L2Entry, entryOffset, $"found l2 entry with reserved bits set: {Hex(entry)}");
+
+            ulong offset = entry & L2OffsetMask;
+            bool zeroFlag = !extended && (entry & ZeroFlag) != 0;
+            bool allocated = offset != 0 || (dataFile && (entry & CopiedFlag) != 0);
+            if (zeroFlag && offset == 0) allocated = false;
+
+            if (!allocated)
+            {
+                if (!zeroFlag && (bitmap & SubclusterAllocMask) != 0)
+                    Corruption(CheckFindingKind.L2Entry, entryOffset, "Unallocated cluster has non-zero subcluster allocation map");
+                i++;
+                continue;
+            }
+
+            if (((bitmap >> 32) & bitmap) != 0)
+                Corruption(CheckFindingKind.L2Entry, entryOffset, $"offset={Hex(offset)}: Allocated cluster has corrupted subcluster allocation bitmap");
+
+            if ((offset & (ulong)(ClusterSize - 1)) != 0)
+            {
+                bool containsData = extended ? (bitmap & SubclusterAllocMask) != 0 : (entry & ZeroFlag) == 0;
+                if (!containsData)
+                {
+                    if (FixErrors)
+                    {
+                        _res.Corruptions++;
+                        FixL2EntryByZero(table, i, entryOffset, bitmap, offset);
+                        i++;
+                        continue;
+                    }
+                    Corruption(CheckFindingKind.L2Entry, entryOffset, $"offset={Hex(offset)}: Preallocated cluster is not properly aligned; L2 entry corrupted.");
+                }
+                else
+                {
+                    Corruption(CheckFindingKind.L2Entry, entryOffset, $"offset={Hex(offset)}: Data cluster is not properly aligned; L2 entry corrupted.");
+                }
+            }
+
+            if (active)
+            {
+                _res.AllocatedClusters++;
+                if (nextContiguous != 0 && (long)offset != nextContiguous) _res.FragmentedClusters++;
+                nextContiguous = (long)offset + ClusterSize;
+            }
+            if (!dataFile) IncrementRange(offset, ClusterSize);
+            i++;
+        }
+        _nextContiguous = nextContiguous;
+    }
+
+    /// <summary>Turns a preallocated-zero entry whose offset cannot be valid into a plain zero entry.</summary>
+    private void FixL2EntryByZero(Span<byte> table, int index, long entryOffset, ulong bitmap, ulong offset)
+    {
+        int entrySize = _img.L2EntrySize;
+        var slot = table.Slice(index * entrySize, entrySize);
+        if (_img.ExtendedL2)
+        {
+            // Allocated subclusters read as zeros from now on.
+            ulong newBitmap = (bitmap | (bitmap << 32)) & SubclusterZeroMask;
+            BinaryPrimitives.WriteUInt64BigEndian(slot, 0);
+            BinaryPrimitives.WriteUInt64BigEndian(slot[8..], newBitmap);
+        }
+        else
+        {
+            BinaryPrimitives.WriteUInt64BigEndian(slot, ZeroFlag);
+        }
+        _storage.Write(entryOffset, slot);
+        _storage.Flush();
+        _res.Corruptions--;
+        _res.CorruptionsFixed++;
+        Report(CheckFindingKind.L2Entry, entryOffset, $"offset={Hex(offset)}: Preallocated cluster is not properly aligned; L2 entry corrupted.", repaired: true);
+    }
+
+    /// <summary>Checks the refcount table's entries and counts the refcount blocks.</summary>
+    private void CheckRefcountBlocks()
+    {
+        for (long i = 0; i < _refcountTable.Length; i++)
+        {
+            ulong raw = _refcountTable[i];
+            ulong offset = raw & RefcountTableOffsetMask;
+            long entryOffset = _refcountTableOffset + i * 8;
+            if ((raw & RefcountTableReservedMask) != 0)
+            {
+                Corruption(CheckFindingKind.RefcountStructure, entryOffset, $"refcount table entry {i} has reserved bits set", persistent: false);
+                _rebuild = true;
+                continue;
+            }
+            if ((offset & (ulong)(ClusterSize - 1)) != 0)
+            {
+                Corruption(CheckFindingKind.RefcountStructure, entryOffset, $"refcount block {i} is not cluster aligned; refcount table entry corrupted", persistent: false);
+                _rebuild = true;
+                continue;
+            }
+            ulong cluster = offset >> ClusterBits;
+            if (cluster >= (ulong)_nbClusters)
+            {
+                _res.Corruptions++;
+                if (FixErrors && TryExtendFileFor(offset))
+                {
+                    _res.Corruptions--;
+                    _res.CorruptionsFixed++;
+                    Report(CheckFindingKind.RefcountStructure, entryOffset, $"refcount block {i} is outside image", repaired: true);
+                    _countingStructure = true;
+                    IncrementRange(offset, ClusterSize, persistent: false);
+                    _countingStructure = false;
+                    continue;
+                }
+                Report(CheckFindingKind.RefcountStructure, entryOffset, $"refcount block {i} is outside image");
+                if (FixErrors) _rebuild = true;
+                continue;
+            }
+            if (offset != 0)
+            {
+                _countingStructure = true;
+                IncrementRange(offset, ClusterSize, persistent: false);
+                _countingStructure = false;
+                ulong count = _refs.Get((long)cluster);
+                if (count != 1)
+                {
+                    Corruption(CheckFindingKind.RefcountStructure, (long)offset, $"refcount block {i} refcount={count}", persistent: false);
+                    _rebuild = true;
+                }
+            }
+        }
+    }
+
+    /// <summary>Extends the file so a refcount block that lies past its end is inside it (zeros: all free).</summary>
+    private bool TryExtendFileFor(ulong offset)
+    {
+        if (offset > (ulong)(long.MaxValue - ClusterSize)) return false;
+        long newLength = (long)offset + ClusterSize;
+        long clusters = (newLength + ClusterSize - 1) >> ClusterBits;
+        if (!_refs.TryEnsure(clusters + 1)) return false;
+        _storage.SetLength(newLength);
+        _fileLength = _storage.Length;
+        _nbClusters = Math.Max(_nbClusters, (_fileLength + ClusterSize - 1) >> ClusterBits);
+        return true;
+    }
+}

@@ -1,0 +1,183 @@
+using System.Buffers.Binary;
+
+namespace Qcow2.Volume.Check;
+
+internal sealed partial class CheckRun
+{
+    /// <summary>
+    /// Replaces the refcount table and every refcount block with ones built from the counted
+    /// references. The new structure goes after the end of the file, is written and flushed, and
+    /// only then does the header switch to it (one write of the table offset and size): a crash
+    /// before the switch leaves the old structure in charge and the new clusters as mere leaks.
+    /// </summary>
+    private void RebuildRefcountStructure(List<Mismatch> mismatches)
+    {
+        long oldCorruptions = _res.Corruptions, oldLeaks = _res.Leaks;
+        Report(CheckFindingKind.Information, -1, "Rebuilding refcount structure", repaired: true);
+
+        // The old table and blocks are replaced: stop counting them.
+        foreach (var (start, count) in _structureIncrements)
+            for (long k = start; k < start + count; k++)
+            {
+                ulong r = _refs.Get(k);
+                if (r > 0) _refs.Set(k, r - 1);
+            }
+
+        int perBlockBits = _refs.EntriesPerBlockBits;
+        long perBlock = 1L << perBlockBits;
+        long newStart = _nbClusters;
+        var usedBlocks = new SortedSet<long>();
+        long oldBlocks = (_nbClusters + perBlock - 1) >> perBlockBits;
+        for (long b = 0; b < oldBlocks; b++)
+            if (_refs.Block(b).IndexOfAnyExcept((byte)0) >= 0) usedBlocks.Add(b);
+
+        // Find how many clusters the new structure needs, counting the blocks that describe itself.
+        long size = 0, blockCount = 0, tableClusters = 0;
+        SortedSet<long> blocks;
+        while (true)
+        {
+            blocks = new SortedSet<long>(usedBlocks);
+            if (size > 0)
+                for (long b = newStart >> perBlockBits; b <= (newStart + size - 1) >> perBlockBits; b++) blocks.Add(b);
+            blockCount = blocks.Count;
+            long tableEntries = blocks.Count == 0 ? 1 : blocks.Max + 1;
+            tableClusters = (tableEntries * 8 + ClusterSize - 1) >> ClusterBits;
+            long needed = blockCount + tableClusters;
+            if (needed == size) break;
+            size = needed;
+        }
+        if (tableClusters << ClusterBits > CheckImage.MaxRefcountTableBytes || !_refs.TryEnsure(newStart + size))
+            throw Fail("File too large", CheckFindingKind.RefcountStructure, -1, "the rebuilt refcount table would be too large");
+        for (long k = newStart; k < newStart + size; k++) _refs.Set(k, 1);
+
+        // Refcount blocks first, in block order, then the table after them.
+        var table = new byte[tableClusters << ClusterBits];
+        long next = newStart;
+        foreach (long b in blocks)
+        {
+            long offset = next++ << ClusterBits;
+            _storage.Write(offset, _refs.Block(b));
+            BinaryPrimitives.WriteUInt64BigEndian(table.AsSpan((int)(b * 8)), (ulong)offset);
+        }
+        long tableOffset = next << ClusterBits;
+        _storage.Write(tableOffset, table);
+        _storage.Flush();
+
+        Span<byte> pointer = stackalloc byte[12];
+        BinaryPrimitives.WriteUInt64BigEndian(pointer, (ulong)tableOffset);
+        BinaryPrimitives.WriteUInt32BigEndian(pointer[8..], (uint)tableClusters);
+        _storage.Write(CheckImage.RefcountTableHeaderOffset, pointer);
+        _storage.Flush();
+
+        _refcountTableOffset = tableOffset;
+        _refcountTable = new ulong[table.Length / 8];
+        for (int i = 0; i < _refcountTable.Length; i++) _refcountTable[i] = BinaryPrimitives.ReadUInt64BigEndian(table.AsSpan(i * 8));
+        _nbClusters = newStart + size;
+        _fileLength = _storage.Length;
+        _res.RefcountStructureRebuilt = true;
+
+        // As QEMU counts it: what a fresh count would still find stays; the rest was fixed.
+        _res.Corruptions = _persistentCorruptions;
+        _res.Leaks = 0;
+        if (_res.Corruptions < oldCorruptions) _res.CorruptionsFixed += oldCorruptions - _res.Corruptions;
+        _res.LeaksFixed += oldLeaks;
+        foreach (var m in mismatches)
+            Report(m.Stored < m.Counted ? CheckFindingKind.RefcountTooLow : CheckFindingKind.Leak, m.Cluster << ClusterBits,
+                $"cluster {m.Cluster} refcount={m.Stored} reference={m.Counted}", repaired: true);
+    }
+
+    private long HighestUsedCluster()
+    {
+        for (long k = _nbClusters - 1; k > 0; k--)
+            if (_refs.Get(k) != 0) return k;
+        return 0;
+    }
+
+    /// <summary>
+    /// Checks the COPIED flag of the active image's L1 and L2 entries against the stored refcounts
+    /// (set exactly when the refcount is 1), repairing when the mode allows it.
+    /// </summary>
+    private void CheckCopiedFlags(List<Mismatch> mismatches)
+    {
+        bool repair = FixErrors || (FixLeaks && _res.CheckErrors == 0 && _res.Corruptions == 0 && _res.Leaks == 0);
+        if (_img.L1Size == 0) return;
+        var l1 = ReadEntries(_img.L1Offset, _img.L1Size);
+        var l2Offsets = new List<long>();
+        Span<byte> raw = stackalloc byte[8];
+        for (int i = 0; i < l1.Length; i++)
+        {
+            ulong entry = l1[i];
+            ulong l2Offset = entry & L1OffsetMask;
+            if (l2Offset == 0) continue;
+            ulong? refcount = StoredRefcount((long)(l2Offset >> ClusterBits), mismatches);
+            if (refcount is null) continue;
+            bool copied = (entry & CopiedFlag) != 0;
+            if ((refcount == 1) != copied)
+            {
+                long at = _img.L1Offset + i * 8L;
+                string message = $"OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={Hex(entry)} refcount={refcount}";
+                if (repair)
+                {
+                    BinaryPrimitives.WriteUInt64BigEndian(raw, refcount == 1 ? entry | CopiedFlag : entry & ~CopiedFlag);
+                    _storage.Write(at, raw);
+                    _res.CorruptionsFixed++;
+                    Report(CheckFindingKind.CopiedFlag, at, message, repaired: true);
+                }
+                else
+                {
+                    _res.Corruptions++;
+                    Report(CheckFindingKind.CopiedFlag, at, message);
+                }
+            }
+            l2Offsets.Add((long)l2Offset);
+        }
+
+        l2Offsets.Sort();
+        var offsets = l2Offsets.ToArray();
+        int entrySize = _img.L2EntrySize;
+        bool extended = _img.ExtendedL2;
+        bool wrote = false;
+        VisitTables(offsets, (index, table) =>
+        {
+            int dirty = 0;
+            for (int j = 0; j < _img.L2Entries; j++)
+            {
+                int nonZero = table[(j * entrySize)..].IndexOfAnyExcept((byte)0);
+                if (nonZero < 0) break;
+                j += nonZero / entrySize;
+                ulong entry = ReadL2(table, j, entrySize);
+                if ((entry & CompressedFlag) != 0) continue;
+                ulong dataOffset = entry & L2OffsetMask;
+                bool allocated;
+                if (!extended && (entry & ZeroFlag) != 0) allocated = dataOffset != 0;
+                else allocated = dataOffset != 0 || (_img.HasDataFile && (entry & CopiedFlag) != 0);
+                if (!allocated) continue;
+                ulong? refcount = _img.HasDataFile ? 1 : StoredRefcount((long)(dataOffset >> ClusterBits), mismatches);
+                if (refcount is null) continue;
+                if ((refcount == 1) != ((entry & CopiedFlag) != 0))
+                {
+                    long at = offsets[index] + (long)j * entrySize;
+                    string message = $"OFLAG_COPIED data cluster: l2_entry={Hex(entry)} refcount={refcount}";
+                    if (repair)
+                    {
+                        BinaryPrimitives.WriteUInt64BigEndian(table[(j * entrySize)..], refcount == 1 ? entry | CopiedFlag : entry & ~CopiedFlag);
+                        dirty++;
+                        Report(CheckFindingKind.CopiedFlag, at, message, repaired: true);
+                    }
+                    else
+                    {
+                        _res.Corruptions++;
+                        Report(CheckFindingKind.CopiedFlag, at, message);
+                    }
+                }
+            }
+            if (dirty > 0)
+            {
+                _storage.Write(offsets[index], table);
+                _res.CorruptionsFixed += dirty;
+                wrote = true;
+            }
+        });
+        if (wrote || (repair && _res.CorruptionsFixed > 0)) _storage.Flush();
+    }
+}

@@ -1,0 +1,151 @@
+using System.Buffers.Binary;
+using System.Text;
+
+namespace Qcow2.Volume.Check;
+
+internal sealed partial class CheckRun
+{
+    internal readonly record struct SnapshotRef(ulong L1Offset, uint L1Size, string Id, string Name);
+
+    // Bitmap limits (spec "Bitmaps"; QEMU's BME_* constants): they bound what a directory entry may claim.
+    private const uint BitmapMaxTableSize = 0x800_0000;
+    private const ulong BitmapMaxPhysicalSize = 0x2000_0000;
+    private const int BitmapMinGranularityBits = 9, BitmapMaxGranularityBits = 31;
+    private const uint BitmapInUseFlag = 1, BitmapReservedFlags = 0xffff_fffc;
+    private const int BitmapMaxNameSize = 1023;
+    private const byte BitmapTypeDirtyTracking = 1;
+    private const int BitmapEntryFixedSize = 24;
+    private const ulong BitmapTableOffsetMask = 0x00ff_ffff_ffff_fe00UL;
+    private const ulong BitmapTableReservedMask = 0xff00_0000_0000_01feUL;
+    private const ulong BitmapTableAllOnes = 1;
+
+    /// <summary>Reads the snapshot table as QEMU's check does; problems that prevent reading it fail the check.</summary>
+    private List<SnapshotRef> ReadSnapshotTable(out long tableSize)
+    {
+        tableSize = 0;
+        uint count = _img.NbSnapshots;
+        ulong offset = _img.SnapshotsOffset;
+        var list = new List<SnapshotRef>();
+        if (count > CheckImage.MaxSnapshots)
+        {
+            // QEMU can only drop the excess snapshots by rewriting the table; we report it unrepaired.
+            _res.Corruptions++;
+            Report(CheckFindingKind.SnapshotTable, 60, $"Number of snapshots exceeds the maximum ({count} > {CheckImage.MaxSnapshots})");
+        }
+        if (count > CheckImage.MaxSnapshots)
+            throw Fail("File too large", CheckFindingKind.SnapshotTable, 60, "snapshot table too large");
+        if (offset > long.MaxValue - (ulong)count * CheckImage.SnapshotHeaderSize || (offset & (ulong)(ClusterSize - 1)) != 0)
+            throw Fail("Invalid argument", CheckFindingKind.SnapshotTable, 64, $"snapshot table offset invalid: {Hex(offset)}");
+
+        long pos = (long)offset;
+        Span<byte> header = stackalloc byte[CheckImage.SnapshotHeaderSize];
+        for (uint i = 0; i < count; i++)
+        {
+            pos = (pos + 7) & ~7L;
+            ReadZeroFilled(pos, header);
+            pos += CheckImage.SnapshotHeaderSize;
+            ulong l1Offset = BinaryPrimitives.ReadUInt64BigEndian(header);
+            uint l1Size = BinaryPrimitives.ReadUInt32BigEndian(header[8..]);
+            ushort idSize = BinaryPrimitives.ReadUInt16BigEndian(header[12..]);
+            ushort nameSize = BinaryPrimitives.ReadUInt16BigEndian(header[14..]);
+            uint extraSize = BinaryPrimitives.ReadUInt32BigEndian(header[36..]);
+            if (extraSize > CheckImage.MaxSnapshotExtraData)
+                throw Fail("File too large", CheckFindingKind.SnapshotTable, pos - 4, $"Too much extra metadata in snapshot table entry {i} ({extraSize} > {CheckImage.MaxSnapshotExtraData})");
+            pos += extraSize;
+            var text = new byte[idSize + nameSize];
+            ReadZeroFilled(pos, text);
+            pos += text.Length;
+            if (pos - (long)offset > CheckImage.MaxSnapshotTableBytes)
+                throw Fail("File too large", CheckFindingKind.SnapshotTable, (long)offset, "Snapshot table is too big");
+            list.Add(new SnapshotRef(l1Offset, l1Size,
+                Encoding.UTF8.GetString(text, 0, idSize), Encoding.UTF8.GetString(text, idSize, nameSize)));
+        }
+        tableSize = pos - (long)offset;
+        return list;
+    }
+
+    /// <summary>Counts the bitmap directory, bitmap tables and bitmap data clusters.</summary>
+    private void CountBitmaps()
+    {
+        if (_img.NbBitmaps == 0) return;
+        ulong dirOffset = _img.BitmapDirectoryOffset;
+        ulong dirSize = _img.BitmapDirectorySize;
+        IncrementRange(dirOffset, (long)dirSize);
+        if (dirSize == 0)
+        {
+            _res.Corruptions++;
+            throw Fail("Invalid argument", CheckFindingKind.Bitmap, (long)dirOffset, "bitmap directory size is zero");
+        }
+        var dir = new byte[dirSize];
+        ReadZeroFilled((long)dirOffset, dir);
+        var tables = new List<(ulong Offset, uint Size)>();
+        int pos = 0;
+        uint entries = 0;
+        while (pos < dir.Length)
+        {
+            string? error = null;
+            if (pos + BitmapEntryFixedSize > dir.Length) error = "broken bitmap directory";
+            else if (++entries > _img.NbBitmaps) error = "more bitmaps found than specified in the header extension";
+            ulong tableOffset = 0; uint tableSize = 0, flags = 0, extra = 0; byte type = 0, granularity = 0; ushort nameSize = 0;
+            if (error is null)
+            {
+                var e = dir.AsSpan(pos);
+                tableOffset = BinaryPrimitives.ReadUInt64BigEndian(e);
+                tableSize = BinaryPrimitives.ReadUInt32BigEndian(e[8..]);
+                flags = BinaryPrimitives.ReadUInt32BigEndian(e[12..]);
+                type = e[16];
+                granularity = e[17];
+                nameSize = BinaryPrimitives.ReadUInt16BigEndian(e[18..]);
+                extra = BinaryPrimitives.ReadUInt32BigEndian(e[20..]);
+                long next = (pos + (long)BitmapEntryFixedSize + extra + nameSize + 7) & ~7L;
+                if (next > dir.Length) error = "broken bitmap directory";
+                else if (extra != 0) error = "bitmap extra data is not supported";
+                else if (tableSize == 0 || tableOffset == 0 || (tableOffset & (ulong)(ClusterSize - 1)) != 0
+                    || tableSize > BitmapMaxTableSize || granularity > BitmapMaxGranularityBits || granularity < BitmapMinGranularityBits
+                    || (flags & BitmapReservedFlags) != 0 || nameSize > BitmapMaxNameSize || type != BitmapTypeDirtyTracking
+                    || (ulong)tableSize * (ulong)ClusterSize > BitmapMaxPhysicalSize
+                    || ((flags & BitmapInUseFlag) == 0 && (ulong)_img.VirtualSize > (((ulong)tableSize * (ulong)ClusterSize * 8) << granularity)))
+                    error = "a bitmap does not satisfy the constraints";
+                else pos = (int)next;
+            }
+            if (error is not null)
+            {
+                _res.Corruptions++;
+                throw Fail("Invalid argument", CheckFindingKind.Bitmap, (long)dirOffset + pos, error);
+            }
+            tables.Add((tableOffset, tableSize));
+        }
+        if (entries != _img.NbBitmaps)
+        {
+            _res.Corruptions++;
+            throw Fail("Invalid argument", CheckFindingKind.Bitmap, (long)dirOffset, "fewer bitmaps found than specified in the header extension");
+        }
+
+        foreach (var (tableOffset, tableSize) in tables)
+        {
+            IncrementRange(tableOffset, (long)tableSize * 8);
+            var table = ReadEntries((long)tableOffset, (int)tableSize);
+            foreach (ulong entry in table)
+            {
+                if (!BitmapTableEntryValid(entry))
+                {
+                    _res.Corruptions++;
+                    throw Fail("Invalid argument", CheckFindingKind.Bitmap, (long)tableOffset, $"invalid bitmap table entry {Hex(entry)}");
+                }
+            }
+            foreach (ulong entry in table)
+            {
+                ulong data = entry & BitmapTableOffsetMask;
+                if (data != 0) IncrementRange(data, ClusterSize);
+            }
+        }
+    }
+
+    private bool BitmapTableEntryValid(ulong entry)
+    {
+        if ((entry & BitmapTableReservedMask) != 0) return false;
+        ulong offset = entry & BitmapTableOffsetMask;
+        if (offset != 0 && ((entry & BitmapTableAllOnes) != 0 || (offset & (ulong)(ClusterSize - 1)) != 0)) return false;
+        return true;
+    }
+}

@@ -1,0 +1,219 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Globalization;
+using Qcow2.Volume.Storage;
+
+namespace Qcow2.Volume.Check;
+
+/// <summary>One pass of the check (and repair), following the order qemu-img uses so the counts agree.</summary>
+internal sealed partial class CheckRun
+{
+    // Entry bits (spec "Cluster mapping", "Refcount table").
+    internal const ulong CopiedFlag = 1UL << 63;
+    internal const ulong CompressedFlag = 1UL << 62;
+    internal const ulong ZeroFlag = 1UL;
+    internal const ulong L1OffsetMask = 0x00ff_ffff_ffff_fe00UL;
+    internal const ulong L1ReservedMask = 0x7f00_0000_0000_01ffUL;
+    internal const ulong L2OffsetMask = 0x00ff_ffff_ffff_fe00UL;
+    internal const ulong L2StandardReservedMask = 0x3f00_0000_0000_01feUL;
+    internal const ulong RefcountTableOffsetMask = 0xffff_ffff_ffff_fe00UL;
+    internal const ulong RefcountTableReservedMask = 0x1ffUL;
+    internal const ulong SubclusterAllocMask = 0xffff_ffffUL;
+    internal const ulong SubclusterZeroMask = 0xffff_ffff_0000_0000UL;
+    internal const int CompressedSectorSize = 512;
+
+    private const int MaxBatchBytes = 4 << 20;
+    private const int MaxBatchGap = 256 << 10;
+
+    private readonly IStorage _storage;
+    private readonly RepairMode _fix;
+    private readonly long _maxArrayBytes;
+    private readonly IProgress<double>? _progress;
+    private readonly CheckResult _res = new();
+    private CheckImage _img = null!;
+    private RefcountArray _refs = null!;
+    private long _nbClusters;          // clusters the comparison covers (grows like QEMU's array)
+    private long _fileLength;
+    private ulong[] _refcountTable = [];
+    private long _refcountTableOffset;
+    private bool _rebuild;
+    private long _persistentCorruptions; // corruptions found while counting that a rebuild does not fix
+    private readonly List<(long Start, long Count)> _structureIncrements = new();
+    private bool _countingStructure;
+
+    public CheckRun(IStorage storage, RepairMode fix, long maxArrayBytes, IProgress<double>? progress)
+    {
+        _storage = storage;
+        _fix = fix;
+        _maxArrayBytes = maxArrayBytes;
+        _progress = progress;
+    }
+
+    private int ClusterBits => _img.ClusterBits;
+    private int ClusterSize => _img.ClusterSize;
+    private bool FixErrors => _fix == RepairMode.All;
+    private bool FixLeaks => _fix != RepairMode.None;
+
+    private sealed class CheckFailedException(string message) : Exception(message);
+
+    public CheckResult Run()
+    {
+        _img = CheckImage.Read(_storage);
+        _fileLength = _storage.Length;
+        _res.TotalClusters = ((_img.VirtualSize / 512 * 512) + ClusterSize - 1) >> ClusterBits;
+        try
+        {
+            var snapshots = ReadSnapshotTable(out long snapshotsSize);
+            CheckRefcounts(snapshots, snapshotsSize);
+            if (_fix != RepairMode.None && _res.CheckErrors == 0 && _res.Corruptions == 0)
+                MarkClean();
+        }
+        catch (CheckFailedException e)
+        {
+            _res.FailureMessage = e.Message;
+        }
+        _res.FindingList = _findings;
+        return _res;
+    }
+
+    private readonly List<CheckFinding> _findings = new();
+
+    private void Report(CheckFindingKind kind, long offset, string message, bool repaired = false) =>
+        _findings.Add(new CheckFinding(kind, offset, message, repaired));
+
+    private static string Hex(ulong v) => "0x" + v.ToString("x", CultureInfo.InvariantCulture);
+    private static string Hex(long v) => "0x" + v.ToString("x", CultureInfo.InvariantCulture);
+
+    private void Corruption(CheckFindingKind kind, long offset, string message, bool persistent = true)
+    {
+        _res.Corruptions++;
+        if (persistent) _persistentCorruptions++;
+        Report(kind, offset, message);
+    }
+
+    private CheckFailedException Fail(string errnoText, CheckFindingKind kind, long offset, string message)
+    {
+        _res.CheckErrors++;
+        Report(kind, offset, message);
+        return new CheckFailedException(errnoText);
+    }
+
+    /// <summary>Reads exactly, zero-filling what lies past the end of the storage (as QEMU's block layer does).</summary>
+    private void ReadZeroFilled(long offset, Span<byte> destination)
+    {
+        int got = 0;
+        if (offset >= 0 && offset < _storage.Length)
+        {
+            while (got < destination.Length)
+            {
+                int n = _storage.Read(offset + got, destination[got..]);
+                if (n <= 0) break;
+                got += n;
+            }
+        }
+        destination[got..].Clear();
+    }
+
+    /// <summary>
+    /// Counts one reference to every host cluster that [offset, offset+size) touches. A region that
+    /// runs a whole cluster or more past the end of the file is a corruption and is not counted (the
+    /// last cluster of an image may legitimately be partly allocated).
+    /// </summary>
+    private void IncrementRange(ulong offset, long size, bool persistent = true)
+    {
+        if (size <= 0) return;
+        ulong fileLength = (ulong)_fileLength;
+        if (offset >= fileLength + (ulong)ClusterSize || (ulong)size >= fileLength + (ulong)ClusterSize - offset)
+        {
+            Corruption(CheckFindingKind.PastEndOfFile, offset > long.MaxValue ? -1 : (long)offset,
+                $"counting reference for region exceeding the end of the file by one cluster or more: offset {Hex(offset)} size {Hex(size)}", persistent);
+            return;
+        }
+        long first = (long)(offset >> ClusterBits);
+        long last = (long)((offset + (ulong)size - 1) >> ClusterBits);
+        if (last >= _nbClusters)
+        {
+            if (!_refs.TryEnsure(last + 1))
+                throw Fail("Cannot allocate memory", CheckFindingKind.CheckError, (long)offset, "the refcount array would exceed the memory limit");
+            _nbClusters = last + 1;
+        }
+        if (_countingStructure) _structureIncrements.Add((first, last - first + 1));
+        ulong max = _refs.MaxValue;
+        for (long k = first; k <= last; k++)
+        {
+            ulong r = _refs.Get(k);
+            if (r == max)
+            {
+                Corruption(CheckFindingKind.RefcountOverflow, k << ClusterBits, $"overflow cluster offset={Hex(k << ClusterBits)}", persistent);
+                continue;
+            }
+            _refs.Set(k, r + 1);
+        }
+    }
+
+    /// <summary>
+    /// Visits tables of one cluster each at the given offsets, reading neighbours together in large
+    /// positional reads. <paramref name="offsets"/> must be sorted; zero-filled past the end of the file.
+    /// </summary>
+    private void VisitTables(ReadOnlySpan<long> offsets, TableVisitor visitor, Action<int>? done = null)
+    {
+        int cs = ClusterSize;
+        int bufferSize = Math.Max(MaxBatchBytes, cs);
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(bufferSize);
+        try
+        {
+            int i = 0;
+            while (i < offsets.Length)
+            {
+                long start = offsets[i];
+                long end = start + cs;
+                int j = i + 1;
+                while (j < offsets.Length)
+                {
+                    long o = offsets[j];
+                    if (o - start + cs > bufferSize || o - end > MaxBatchGap) break;
+                    end = Math.Max(end, o + cs);
+                    j++;
+                }
+                var window = buffer.AsSpan(0, (int)(end - start));
+                ReadZeroFilled(start, window);
+                for (int k = i; k < j; k++)
+                    visitor(k, window.Slice((int)(offsets[k] - start), cs));
+                done?.Invoke(j);
+                i = j;
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private delegate void TableVisitor(int index, Span<byte> table);
+
+    /// <summary>Reads a whole table of big-endian 64-bit entries (zero-filled past the end of the file).</summary>
+    private ulong[] ReadEntries(long offset, int count)
+    {
+        var bytes = new byte[(long)count * 8];
+        ReadZeroFilled(offset, bytes);
+        var entries = new ulong[count];
+        for (int i = 0; i < count; i++) entries[i] = BinaryPrimitives.ReadUInt64BigEndian(bytes.AsSpan(i * 8));
+        return entries;
+    }
+
+    private static ulong ReadL2(ReadOnlySpan<byte> table, int index, int entrySize) =>
+        BinaryPrimitives.ReadUInt64BigEndian(table[(index * entrySize)..]);
+
+    private void MarkClean()
+    {
+        if (_img.Version < 3) return;
+        const ulong clear = CheckImage.IncompatDirty | CheckImage.IncompatCorrupt;
+        if ((_img.IncompatibleFeatures & clear) == 0) return;
+        _storage.Flush();
+        Span<byte> field = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt64BigEndian(field, _img.IncompatibleFeatures & ~clear);
+        _storage.Write(CheckImage.IncompatibleFeaturesOffset, field);
+        _storage.Flush();
+        Report(CheckFindingKind.Information, CheckImage.IncompatibleFeaturesOffset, "cleared the dirty/corrupt header bits", repaired: true);
+    }
+}
