@@ -72,6 +72,12 @@ public sealed class Qcow2Header
     public CompressionType CompressionType { get; set; }
 
     /// <summary>
+    /// Bytes 105–111 (the padding after compression_type, when header_length covers it) as a
+    /// big-endian number; the spec requires zero. Written back as set.
+    /// </summary>
+    public ulong PaddingRaw { get; set; }
+
+    /// <summary>
     /// Header bytes from offset 112 to header_length: additional fields unknown to this toolkit,
     /// preserved when the header is written back. Empty for most images.
     /// </summary>
@@ -232,6 +238,9 @@ public sealed class Qcow2Header
         h.HeaderLength = headerLength;
         h.CompressionType = (CompressionType)v.CompressionType;
         h._additionalFields = additional;
+        ulong padding = 0;
+        foreach (byte b in v.Padding) padding = (padding << 8) | b;
+        h.PaddingRaw = padding;
         reason = null;
         return true;
     }
@@ -299,6 +308,9 @@ public sealed class Qcow2Header
             v.RefcountOrder = RefcountOrder;
             v.HeaderLength = HeaderLength;
             v.CompressionType = (byte)CompressionType;
+            ulong padding = PaddingRaw;
+            var pad = v.Padding;
+            for (int i = pad.Length - 1; i >= 0; i--, padding >>= 8) pad[i] = (byte)padding;
         }
         int known = Math.Min(length, HeaderView.SizeInBytes);
         buffer[..known].CopyTo(destination);
