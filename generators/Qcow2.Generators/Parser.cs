@@ -39,8 +39,9 @@ internal static class Parser
         string? shapeProblem = FindShapeProblem(type, syntax);
         if (shapeProblem is not null)
         {
+            // The fields are not worth checking: nothing can be generated for this type.
             diagnostics.Add(DiagnosticInfo.Create(DiagnosticDescriptors.TypeNotPartial, typeLocation, type.Name, shapeProblem));
-            hasError = true;
+            return new ParseResult(null, new EquatableArray<DiagnosticInfo>(diagnostics));
         }
 
         AttributeData structAttribute = context.Attributes[0];
@@ -270,6 +271,11 @@ internal static class Parser
         if (type.IsGenericType)
         {
             return "generic on-disk structs are not supported";
+        }
+
+        if (type.IsFileLocal)
+        {
+            return "a file-local type cannot have parts in the generated file";
         }
 
         for (INamedTypeSymbol? outer = type.ContainingType; outer is not null; outer = outer.ContainingType)
