@@ -1,0 +1,31 @@
+using Qcow2.Volume.Chain;
+
+namespace Qcow2.Volume;
+
+/// <summary>How to open a qcow2 image.</summary>
+public sealed record Qcow2OpenOptions
+{
+    /// <summary>The defaults: read-write, external files denied, QEMU-like cache sizes.</summary>
+    public static Qcow2OpenOptions Default { get; } = new();
+
+    /// <summary>Open read-only (backing files are always opened read-only).</summary>
+    public bool ReadOnly { get; init; }
+
+    /// <summary>Decides whether backing and data files named inside the image may be opened. <see cref="ExternalFilePolicy.Deny"/> by default.</summary>
+    public ExternalFilePolicy ExternalFilePolicy { get; init; } = ExternalFilePolicy.Deny;
+
+    /// <summary>Capacity of the L2 slice cache in bytes; 0 chooses QEMU's default (enough to map the whole disk, at most 32 MiB).</summary>
+    public long L2CacheSize { get; init; }
+
+    /// <summary>Size of one L2 cache entry in bytes (a power of two, 512 to the cluster size); 0 chooses the cluster size, as QEMU does.</summary>
+    public int L2CacheEntrySize { get; init; }
+
+    /// <summary>Capacity of the refcount block cache in bytes; 0 chooses four clusters.</summary>
+    public long RefcountCacheSize { get; init; }
+
+    /// <summary>The longest backing chain accepted below this image.</summary>
+    public int MaxChainDepth { get; init; } = Qcow2.Spans.Qcow2Limits.MaxChainDepth;
+
+    /// <summary>Format of the backing file ("qcow2" or "raw"), overriding the image's backing format extension and probing.</summary>
+    public string? BackingFormatOverride { get; init; }
+}
