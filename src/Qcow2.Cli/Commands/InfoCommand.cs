@@ -67,13 +67,8 @@ internal sealed class InfoCommand : Command
     internal static ImageInfoModel FromQcow2(string path, Qcow2Image image)
     {
         var info = image.Info;
+        // The image file's own allocation (qemu-img 7.2 does not add an external data file's).
         long? actual = ImageOpener.AllocatedBytes(path);
-        if (actual is not null && info.DataFile is not null)
-        {
-            // qemu-img adds the data file's allocation to the image's.
-            long? data = ImageOpener.AllocatedBytes(ImageOpener.FullBackingName(path, info.DataFile));
-            if (data is not null) actual += data;
-        }
         var snapshots = new List<SnapshotModel>();
         foreach (var s in image.Snapshots)
         {

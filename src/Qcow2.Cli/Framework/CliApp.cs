@@ -66,8 +66,9 @@ internal static class CliApp
         {
             return command.Execute(parsed, context);
         }
-        catch (Exception e) when (Describe(e) is { } message)
+        catch (Exception caught) when (Describe(caught) is { } message)
         {
+            var e = Unwrap(caught);
             try { context.Out.Flush(); } catch (IOException) { }
             ReportError(context, message);
             return e is CommandFailedException { ExitCode: { } code } ? code : command.ErrorExitCode;
@@ -75,8 +76,17 @@ internal static class CliApp
     }
 
     /// <summary>The user-facing one-line text for an exception, or null for a bug we should not hide.</summary>
-    internal static string? Describe(Exception e) => e switch
+    internal static Exception Unwrap(Exception e)
     {
+        while (e is AggregateException { InnerExceptions.Count: 1 } a) e = a.InnerExceptions[0];
+        return e;
+    }
+
+    internal static string? Describe(Exception caught)
+    {
+        var e = Unwrap(caught);
+        return e switch
+        {
         UsageException u => u.Message,
         CommandFailedException c => c.Message,
         Qcow2CorruptImageException c => "Image is corrupt: " + c.Message,
@@ -92,7 +102,8 @@ internal static class CliApp
         OperationCanceledException => "Operation cancelled",
         // Anything else is our bug; still one line, never a stack trace.
         _ => $"internal error: {e.GetType().Name}: {e.Message}",
-    };
+        };
+    }
 
     internal static void ReportError(CliContext context, string message)
     {

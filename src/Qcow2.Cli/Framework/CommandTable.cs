@@ -11,6 +11,15 @@ internal static class CommandTable
     public static IReadOnlyList<Command> All { get; } = new Command[]
     {
         new InfoCommand(),
+        new CreateCommand(),
+        new ConvertCommand(),
+        new MapCommand(),
+        new CompareCommand(),
+        new MeasureCommand(),
+        new CheckCommand(),
+        new IoCommand(),
+        new BenchCommand(),
+        new DemoCommand(),
     };
 
     public static Command? Find(string name)

@@ -22,6 +22,7 @@ internal sealed class ProgressBar : IDisposable
 
     /// <param name="writer">Where to draw, or null for a silent bar.</param>
     /// <param name="total">Units of work (bytes) in total.</param>
+    /// <param name="label">Text shown before the bar.</param>
     public ProgressBar(TextWriter? writer, long total, string label = "")
     {
         _writer = writer;

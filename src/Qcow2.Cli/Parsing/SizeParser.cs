@@ -23,6 +23,8 @@ internal enum SizeParseError
 internal static class SizeParser
 {
     /// <summary>Parses <paramref name="text"/>; returns the error kind (None on success).</summary>
+    /// <param name="text">The text to parse.</param>
+    /// <param name="value">The number of bytes, 0 on failure.</param>
     /// <param name="defaultUnit">Multiplier when no suffix is given (1 for bytes).</param>
     public static SizeParseError TryParse(string text, out long value, long defaultUnit = 1)
     {

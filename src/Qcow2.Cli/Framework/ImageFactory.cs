@@ -1,0 +1,85 @@
+using Qcow2.Cli.Parsing;
+using Qcow2.Spans;
+using Qcow2.Volume;
+
+namespace Qcow2.Cli.Framework;
+
+/// <summary>
+/// Creates images from <see cref="CreateSettings"/>: qcow2 through the library's creator, raw
+/// as a plain file of the given length (with the requested preallocation).
+/// </summary>
+internal static class ImageFactory
+{
+    public static Qcow2CreateOptions ToQcow2Options(CreateSettings s, long size)
+    {
+        var o = new Qcow2CreateOptions { Size = size };
+        if (s.ClusterSize is { } cs)
+        {
+            if (cs > int.MaxValue) throw new UsageException($"Cluster size must be a power of two between 512 and 2048k");
+            o = o with { ClusterSize = (int)cs };
+        }
+        if (s.RefcountBits is { } rb) o = o with { RefcountBits = rb };
+        if (s.Compat is { } c) o = o with { Compat = c };
+        if (s.LazyRefcounts is { } lr) o = o with { LazyRefcounts = lr };
+        if (s.ExtendedL2 is { } e) o = o with { ExtendedL2 = e };
+        if (s.CompressionType is { } ct) o = o with { CompressionType = ct == "zstd" ? CompressionType.Zstd : CompressionType.Zlib };
+        if (s.BackingFile is { } bf) o = o with { BackingFile = bf };
+        if (s.BackingFormat is { } bfmt) o = o with { BackingFormat = bfmt };
+        if (s.DataFile is { } df) o = o with { DataFile = df };
+        if (s.DataFileRaw is { } dfr) o = o with { DataFileRaw = dfr };
+        if (s.Preallocation is { } p)
+        {
+            o = o with
+            {
+                Preallocation = p switch
+                {
+                    "metadata" => Preallocation.Metadata,
+                    "falloc" => Preallocation.Falloc,
+                    "full" => Preallocation.Full,
+                    _ => Preallocation.Off,
+                },
+            };
+        }
+        return o;
+    }
+
+    /// <summary>Creates the image file and leaves it closed.</summary>
+    public static void Create(string path, CreateSettings s, long size)
+    {
+        if (s.Format == "qcow2")
+        {
+            using var image = Qcow2Image.Create(path, ToQcow2Options(s, size));
+            image.Flush();
+            return;
+        }
+        CreateRaw(path, size, s.Preallocation);
+    }
+
+    /// <summary>A raw image is the guest bytes themselves: a file of <paramref name="size"/> bytes.</summary>
+    public static void CreateRaw(string path, long size, string? preallocation)
+    {
+        using var fs = new FileStream(path, FileMode.Create, FileAccess.ReadWrite, FileShare.Read);
+        if (preallocation is "full")
+        {
+            var zeros = new byte[Math.Min(size, 1 << 20)];
+            for (long done = 0; done < size;)
+            {
+                int n = (int)Math.Min(zeros.Length, size - done);
+                fs.Write(zeros, 0, n);
+                done += n;
+            }
+        }
+        else if (preallocation is "falloc")
+        {
+            // The runtime allocates the blocks when asked for a preallocation size.
+            fs.Dispose();
+            using var pre = new FileStream(path, new FileStreamOptions
+            {
+                Mode = FileMode.Create, Access = FileAccess.Write, PreallocationSize = size,
+            });
+            pre.SetLength(size);
+            return;
+        }
+        fs.SetLength(size);
+    }
+}
