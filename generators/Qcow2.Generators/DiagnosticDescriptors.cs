@@ -74,7 +74,7 @@ internal static class DiagnosticDescriptors
     public static readonly DiagnosticDescriptor NameCollision = new(
         id: "QCG009",
         title: "Member name collides with a generated member",
-        messageFormat: "Member '{0}' of '{1}' has the name of a member the generator adds ({2})",
+        messageFormat: "'{0}' in '{1}' has the name of something the generator adds ({2})",
         category: Category,
         defaultSeverity: DiagnosticSeverity.Error,
         isEnabledByDefault: true);

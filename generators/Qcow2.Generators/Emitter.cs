@@ -69,6 +69,17 @@ internal static class Emitter
         writer.WriteLine();
         writer.WriteLine("/// <summary>The structures, ordered by the views' full names.</summary>");
         writer.WriteLine("public static global::System.ReadOnlySpan<global::Qcow2.Layout.OnDiskStructInfo> All => s_all;");
+        writer.WriteLine();
+        writer.WriteLine("/// <summary>Finds a structure by its name (e.g. \"Header\"; ordinal comparison), or returns null.</summary>");
+        writer.OpenBlock("public static global::Qcow2.Layout.OnDiskStructInfo? Find(string structName)");
+        writer.OpenBlock("foreach (global::Qcow2.Layout.OnDiskStructInfo candidate in s_all)");
+        writer.OpenBlock("if (string.Equals(candidate.Name, structName, global::System.StringComparison.Ordinal))");
+        writer.WriteLine("return candidate;");
+        writer.CloseBlock();
+        writer.CloseBlock();
+        writer.WriteLine();
+        writer.WriteLine("return null;");
+        writer.CloseBlock();
         writer.CloseBlock();
         writer.CloseBlock();
         return writer.ToString();
@@ -114,7 +125,7 @@ internal static class Emitter
         {
             writer.WriteLine();
             string type = TypeKeyword(field.Kind, Span);
-            writer.OpenBlock(field.Accessibility + " partial " + type + " " + field.Name);
+            writer.OpenBlock(field.Accessibility + " partial " + type + " " + Escape(field.Name));
             writer.WriteLine("get => " + ReadExpression(field) + ";");
             if (field.HasSetter)
             {
@@ -165,8 +176,8 @@ internal static class Emitter
         foreach (FieldModel field in model.Fields)
         {
             writer.WriteLine();
-            writer.WriteLine("/// <inheritdoc cref=\"" + model.TypeName + "." + field.Name + "\"/>");
-            writer.WriteLine(field.Accessibility + " " + TypeKeyword(field.Kind, ReadOnlySpan) + " " + field.Name + " => " + ReadExpression(field) + ";");
+            writer.WriteLine("/// <inheritdoc cref=\"" + model.TypeName + "." + Escape(field.Name) + "\"/>");
+            writer.WriteLine(field.Accessibility + " " + TypeKeyword(field.Kind, ReadOnlySpan) + " " + Escape(field.Name) + " => " + ReadExpression(field) + ";");
         }
 
         writer.CloseBlock();
@@ -182,9 +193,9 @@ internal static class Emitter
         foreach (FieldModel field in model.Fields)
         {
             writer.WriteLine();
-            writer.WriteLine("/// <summary>The byte offset of <see cref=\"" + field.Name + "\"/>.</summary>");
+            writer.WriteLine("/// <summary>The byte offset of <see cref=\"" + Escape(field.Name) + "\"/>.</summary>");
             writer.WriteLine("public const int " + field.Name + "Offset = " + SourceWriter.Invariant(field.Offset) + ";");
-            writer.WriteLine("/// <summary>The width in bytes of <see cref=\"" + field.Name + "\"/>.</summary>");
+            writer.WriteLine("/// <summary>The width in bytes of <see cref=\"" + Escape(field.Name) + "\"/>.</summary>");
             writer.WriteLine("public const int " + field.Name + "Width = " + SourceWriter.Invariant(field.Width) + ";");
         }
 
@@ -228,6 +239,10 @@ internal static class Emitter
         FieldKind.Int64 => "long",
         _ => spanType,
     };
+
+    /// <summary>A property name as an identifier: keywords need '@' (a field may be called "@checked").</summary>
+    private static string Escape(string name)
+        => Microsoft.CodeAnalysis.CSharp.SyntaxFacts.GetKeywordKind(name) != Microsoft.CodeAnalysis.CSharp.SyntaxKind.None ? "@" + name : name;
 
     private static string Slice(FieldModel field) => "_data.Slice(" + field.Name + "Offset, " + field.Name + "Width)";
 

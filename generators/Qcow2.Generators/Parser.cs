@@ -110,6 +110,12 @@ internal static class Parser
             }
         }
 
+        string structName = type.Name.Length > ViewSuffix.Length && type.Name.EndsWith(ViewSuffix, System.StringComparison.Ordinal)
+            ? type.Name.Substring(0, type.Name.Length - ViewSuffix.Length)
+            : type.Name;
+        string readOnlyName = structName == type.Name ? type.Name + "ReadOnly" : structName + "ReadOnlyView";
+
+        hasError |= ReportTwinCollision(type, readOnlyName, diagnostics);
         hasError |= ReportOverlaps(fields, fieldLocations, diagnostics);
         hasError |= ReportNameCollisions(type, fields, diagnostics);
 
@@ -118,10 +124,6 @@ internal static class Parser
             return new ParseResult(null, new EquatableArray<DiagnosticInfo>(diagnostics));
         }
 
-        string structName = type.Name.Length > ViewSuffix.Length && type.Name.EndsWith(ViewSuffix, System.StringComparison.Ordinal)
-            ? type.Name.Substring(0, type.Name.Length - ViewSuffix.Length)
-            : type.Name;
-        string readOnlyName = structName == type.Name ? type.Name + "ReadOnly" : structName + "ReadOnlyView";
 
         var containing = new List<ContainingTypeModel>();
         for (INamedTypeSymbol? outer = type.ContainingType; outer is not null; outer = outer.ContainingType)
@@ -431,6 +433,22 @@ internal static class Parser
         }
 
         return found;
+    }
+
+    /// <summary>Reports a type already named like the read-only twin, in the scope the twin goes to.</summary>
+    private static bool ReportTwinCollision(INamedTypeSymbol type, string readOnlyName, List<DiagnosticInfo> diagnostics)
+    {
+        INamespaceOrTypeSymbol scope = (INamespaceOrTypeSymbol?)type.ContainingType ?? type.ContainingNamespace;
+        foreach (INamedTypeSymbol existing in scope.GetTypeMembers(readOnlyName))
+        {
+            diagnostics.Add(DiagnosticInfo.Create(
+                DiagnosticDescriptors.NameCollision, existing.Locations.FirstOrDefault(), readOnlyName,
+                scope.IsNamespace && ((INamespaceSymbol)scope).IsGlobalNamespace ? "<global namespace>" : scope.ToDisplayString(),
+                "the read-only twin of '" + type.Name + "'"));
+            return true;
+        }
+
+        return false;
     }
 
     private static Location? AttributeLocation(AttributeData attribute)

@@ -107,6 +107,23 @@ namespace Qcow2.Layout
         /// <summary>The fields in declaration order.</summary>
         public global::System.ReadOnlySpan<OnDiskFieldInfo> Fields => _fields;
 
+        /// <summary>Finds a field by its name (ordinal comparison).</summary>
+        /// <returns>False, and a default value, when there is no such field.</returns>
+        public bool TryGetField(string name, out OnDiskFieldInfo field)
+        {
+            foreach (OnDiskFieldInfo candidate in _fields)
+            {
+                if (string.Equals(candidate.Name, name, global::System.StringComparison.Ordinal))
+                {
+                    field = candidate;
+                    return true;
+                }
+            }
+
+            field = default;
+            return false;
+        }
+
         /// <inheritdoc/>
         public override string ToString() => Name;
     }

@@ -240,6 +240,16 @@ public class DiagnosticTests
     }
 
     [Fact]
+    public void Generate_TypeNamedLikeTheReadOnlyTwin_ReportsQCG009()
+    {
+        string source = Declaration("OnDiskStruct(4)", "[OnDiskField(0)] public partial uint Fine { get; set; }")
+            + "\ninternal struct SampleReadOnlyView { }\n";
+
+        Diagnostic diagnostic = AssertOnly(GeneratorHarness.Run(source), "QCG009", DiagnosticSeverity.Error, "SampleReadOnlyView");
+        Assert.Contains("read-only twin", diagnostic.GetMessage(System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    [Fact]
     public void Generate_OneBadDeclaration_StillEmitsTheGoodOnes()
     {
         const string source = """

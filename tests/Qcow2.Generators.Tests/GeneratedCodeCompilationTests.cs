@@ -114,6 +114,28 @@ public class GeneratedCodeCompilationTests
     }
 
     [Fact]
+    public void Generate_FieldNamedLikeAKeyword_CompilesWithoutErrorsOrWarnings()
+    {
+        const string source = """
+            using Qcow2.Layout;
+
+            namespace Sample;
+
+            [OnDiskStruct(8)]
+            public readonly ref partial struct KeywordsView
+            {
+                [OnDiskField(0)] public partial uint @checked { get; set; }
+                [OnDiskField(4)] public partial uint @event { get; set; }
+            }
+            """;
+
+        GeneratorOutcome outcome = GeneratorHarness.Run(source);
+
+        Assert.True(outcome.GeneratorDiagnostics.IsEmpty, GeneratorOutcome.Describe(outcome.GeneratorDiagnostics));
+        Assert.True(outcome.CompilationProblems.Count == 0, GeneratorOutcome.Describe(outcome.CompilationProblems));
+    }
+
+    [Fact]
     public void Generate_NoDeclarations_EmitsSupportTypesAndEmptyList()
     {
         GeneratorOutcome outcome = GeneratorHarness.Run("namespace Empty { internal static class Nothing { } }");

@@ -444,6 +444,52 @@ public class ViewPropertyTests
     }
 
     [Fact]
+    public void GeneratedLayouts_FindAndTryGetField_LookUpByName()
+    {
+        OnDiskStructInfo? header = GeneratedLayouts.Find("Header");
+
+        Assert.NotNull(header);
+        Assert.Equal(112, header!.Size);
+        Assert.True(header.TryGetField("L1TableOffset", out OnDiskFieldInfo field));
+        Assert.Equal(new OnDiskFieldInfo("L1TableOffset", 40, 8, OnDiskFieldKind.UInt64), field);
+        Assert.False(header.TryGetField("l1_table_offset", out _));
+        Assert.Null(GeneratedLayouts.Find("HeaderView"));
+    }
+
+    [Fact]
+    public void Views_ReadWriteCreate_AllocateNothing()
+    {
+        byte[] buffer = new byte[LuksPartitionHeaderView.SizeInBytes + HeaderView.SizeInBytes];
+        ulong sink = Exercise(buffer); // the first run pays for JIT and static tables
+
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 100; i++)
+        {
+            sink += Exercise(buffer);
+        }
+
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.True(allocated == 0, $"the views allocated {allocated} bytes (sink {sink})");
+    }
+
+    private static ulong Exercise(byte[] buffer)
+    {
+        HeaderView header = HeaderView.Create(buffer);
+        header.L1TableOffset = header.Size + 1;
+        header.CompressionType = 1;
+        header.Padding[3] = 7;
+        HeaderReadOnlyView twin = header.AsReadOnly();
+        ulong sum = twin.L1TableOffset + twin.CompressionType + twin.Padding[3] + (ulong)HeaderView.Fields.Length;
+        if (LuksPartitionHeaderView.TryCreate(buffer.AsSpan(HeaderView.SizeInBytes), out LuksPartitionHeaderView luks))
+        {
+            luks.Version = 1;
+            sum += (ulong)luks.Version + luks.KeySlots[383] + (ulong)GeneratedLayouts.All.Length;
+        }
+
+        return sum + (ulong)(LuksKeySlotReadOnlyView.TryCreate(buffer, out LuksKeySlotReadOnlyView slot) ? slot.Stripes : 0);
+    }
+
+    [Fact]
     public void AsReadOnly_DefaultView_ReturnsEmptyTwinWithoutThrowing()
     {
         HeaderView empty = default;
