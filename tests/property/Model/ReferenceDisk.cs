@@ -56,28 +56,28 @@ internal sealed class ReferenceDisk
     public void WriteLayer(int layer, long offset, ReadOnlySpan<byte> data)
     {
         CheckRange(_layers[layer].Size, offset, data.Length);
-        for (var i = 0; i < data.Length; i++) _layers[layer].Set(offset + i, data[i]);
+        _layers[layer].SetRange(offset, data);
     }
 
     /// <summary>A guest write to the top layer.</summary>
     public void Write(long offset, ReadOnlySpan<byte> data)
     {
         CheckRange(Size, offset, data.Length);
-        for (var i = 0; i < data.Length; i++)
-        {
-            ClearUncertain(offset + i);
-            _layers[0].Set(offset + i, data[i]);
-        }
+        ClearUncertain(offset, data.Length);
+        _layers[0].SetRange(offset, data);
     }
 
     /// <summary>Write-zeroes (with or without unmap): the range reads as zero afterwards.</summary>
     public void WriteZeroes(long offset, long length)
     {
         CheckRange(Size, offset, length);
-        for (long i = 0; i < length; i++)
+        ClearUncertain(offset, length);
+        var zeros = new byte[ChunkSize];
+        for (long done = 0; done < length;)
         {
-            ClearUncertain(offset + i);
-            _layers[0].Set(offset + i, 0);
+            var n = (int)Math.Min(ChunkSize, length - done);
+            _layers[0].SetRange(offset + done, zeros.AsSpan(0, n));
+            done += n;
         }
     }
 
@@ -85,14 +85,21 @@ internal sealed class ReferenceDisk
     public void Discard(long offset, long length)
     {
         CheckRange(Size, offset, length);
-        for (long i = 0; i < length; i++)
+        for (long done = 0; done < length;)
         {
-            var o = offset + i;
+            var o = offset + done;
+            var key = o / ChunkSize;
+            var start = (int)(o % ChunkSize);
+            var n = (int)Math.Min(length - done, ChunkSize - start);
             var chunk = GetUncertainChunk(o);
-            var index = (int)(o % ChunkSize);
-            // Already uncertain: its allowed values stay the same (zero and backing are already in).
-            if (chunk.Contains(index)) continue;
-            chunk.Add(index, ReadFromLayers(o, 0), ReadFromLayers(o, 1));
+            for (var i = start; i < start + n; i++)
+            {
+                // Already uncertain: its allowed values stay the same (zero and backing are already in).
+                if (chunk.Contains(i)) continue;
+                var at = key * ChunkSize + i;
+                chunk.Add(i, ReadFromLayers(at, 0, key, i), ReadFromLayers(at, 1, key, i));
+            }
+            done += n;
         }
     }
 
@@ -104,52 +111,92 @@ internal sealed class ReferenceDisk
     public string? Verify(long offset, ReadOnlySpan<byte> observed, Func<long, bool>? ignore = null)
     {
         CheckRange(Size, offset, observed.Length);
-        for (var i = 0; i < observed.Length; i++)
+        var expected = new byte[Math.Min(observed.Length, ChunkSize)];
+        for (var done = 0; done < observed.Length;)
         {
-            var o = offset + i;
-            if (ignore is not null && ignore(o)) continue;
-            if (TryGetUncertain(o, out var chunk, out var index))
+            // One chunk at a time: the layers' chunks are looked up once, not per byte.
+            var o = offset + done;
+            var n = (int)Math.Min(observed.Length - done, ChunkSize - o % ChunkSize);
+            var part = observed.Slice(done, n);
+            _uncertain.TryGetValue(o / ChunkSize, out var uncertain);
+            if (uncertain is { Count: 0 }) uncertain = null;
+            ReadChunkPart(o, expected.AsSpan(0, n), 0);
+            if (uncertain is null && ignore is null && part.SequenceEqual(expected.AsSpan(0, n)))
             {
-                var (prior, below) = chunk.Get(index);
-                var actual = observed[i];
-                if (actual != prior && actual != below && actual != 0)
-                {
-                    return Describe(o, observed, i, $"one of 0x{prior:x2} (before the discard), 0x00, 0x{below:x2} (backing)");
-                }
-                chunk.Remove(index);
-                _layers[0].Set(o, actual);
+                done += n;
                 continue;
             }
-            var expected = ReadFromLayers(o, 0);
-            if (observed[i] != expected)
+            for (var i = 0; i < n; i++)
             {
-                return Describe(o, observed, i, $"0x{expected:x2}");
+                var at = o + i;
+                if (ignore is not null && ignore(at)) continue;
+                var index = (int)(at % ChunkSize);
+                if (uncertain is not null && uncertain.Contains(index))
+                {
+                    var (prior, below) = uncertain.Get(index);
+                    var actual = part[i];
+                    if (actual != prior && actual != below && actual != 0)
+                        return Describe(at, observed, done + i, $"one of 0x{prior:x2} (before the discard), 0x00, 0x{below:x2} (backing)");
+                    uncertain.Remove(index);
+                    _layers[0].Set(at, actual);
+                    continue;
+                }
+                if (part[i] != expected[i]) return Describe(at, observed, done + i, $"0x{expected[i]:x2}");
             }
+            done += n;
         }
         return null;
+    }
+
+    /// <summary>Fills <paramref name="destination"/> (inside one chunk) with what reads through the chain from <paramref name="firstLayer"/>.</summary>
+    private void ReadChunkPart(long offset, Span<byte> destination, int firstLayer)
+    {
+        // Overlay the layers bottom-up: a layer's bytes hide those below; past a layer's end the
+        // chain reads zero whatever lies below.
+        var key = offset / ChunkSize;
+        var start = (int)(offset % ChunkSize);
+        destination.Clear();
+        for (var l = _layers.Length - 1; l >= firstLayer; l--)
+        {
+            var layer = _layers[l];
+            var inside = (int)Math.Clamp(layer.Size - offset, 0, destination.Length);
+            destination[inside..].Clear();
+            layer.Overlay(key, start, destination[..inside]);
+        }
     }
 
     /// <summary>The settled content of a range; throws when a byte is still uncertain.</summary>
     public void ReadExpected(long offset, Span<byte> destination)
     {
         CheckRange(Size, offset, destination.Length);
-        for (var i = 0; i < destination.Length; i++)
+        for (var done = 0; done < destination.Length;)
         {
-            var o = offset + i;
-            if (TryGetUncertain(o, out _, out _))
-                throw new InvalidOperationException($"model byte at 0x{o:x} is still uncertain; verify the range through the image first");
-            destination[i] = ReadFromLayers(o, 0);
+            var o = offset + done;
+            var n = (int)Math.Min(destination.Length - done, ChunkSize - o % ChunkSize);
+            if (_uncertain.TryGetValue(o / ChunkSize, out var uncertain) && uncertain.Count > 0)
+            {
+                for (var i = 0; i < n; i++)
+                {
+                    if (uncertain.Contains((int)((o + i) % ChunkSize)))
+                        throw new InvalidOperationException($"model byte at 0x{o + i:x} is still uncertain; verify the range through the image first");
+                }
+            }
+            ReadChunkPart(o, destination.Slice(done, n), 0);
+            done += n;
         }
     }
 
     /// <summary>The value a byte must have, reading through the chain from <paramref name="firstLayer"/>.</summary>
-    private byte ReadFromLayers(long offset, int firstLayer)
+    private byte ReadFromLayers(long offset, int firstLayer) =>
+        ReadFromLayers(offset, firstLayer, offset / ChunkSize, (int)(offset % ChunkSize));
+
+    private byte ReadFromLayers(long offset, int firstLayer, long key, int index)
     {
         for (var l = firstLayer; l < _layers.Length; l++)
         {
             var layer = _layers[l];
             if (offset >= layer.Size) return 0;
-            if (layer.TryGet(offset, out var value)) return value;
+            if (layer.TryGet(key, index, out var value)) return value;
         }
         return 0;
     }
@@ -162,9 +209,16 @@ internal sealed class ReferenceDisk
         return $"guest byte 0x{offset:x}: expected {expected}, read 0x{observed[index]:x2} (read bytes 0x{offset - (index - start):x}..: {context})";
     }
 
-    private void ClearUncertain(long offset)
+    private void ClearUncertain(long offset, long length)
     {
-        if (TryGetUncertain(offset, out var chunk, out var index)) chunk.Remove(index);
+        if (_uncertain.Count == 0) return;
+        for (var key = offset / ChunkSize; key <= (offset + length - 1) / ChunkSize; key++)
+        {
+            if (!_uncertain.TryGetValue(key, out var chunk) || chunk.Count == 0) continue;
+            var from = Math.Max(offset, key * ChunkSize);
+            var to = Math.Min(offset + length, (key + 1) * ChunkSize);
+            for (var o = from; o < to; o++) chunk.Remove((int)(o % ChunkSize));
+        }
     }
 
     private bool TryGetUncertain(long offset, out UncertainChunk chunk, out int index)
@@ -207,6 +261,45 @@ internal sealed class ReferenceDisk
             return copy;
         }
 
+        public void SetRange(long offset, ReadOnlySpan<byte> data)
+        {
+            for (var done = 0; done < data.Length;)
+            {
+                var o = offset + done;
+                var key = o / ChunkSize;
+                var start = (int)(o % ChunkSize);
+                var n = Math.Min(data.Length - done, ChunkSize - start);
+                if (!_chunks.TryGetValue(key, out var chunk))
+                {
+                    chunk = new Chunk();
+                    _chunks[key] = chunk;
+                    if (key == _lastKey) _lastKey = -1;
+                }
+                data.Slice(done, n).CopyTo(chunk.Data.AsSpan(start));
+                for (var i = start; i < start + n; i++) chunk.Present[i >> 6] |= 1UL << (i & 63);
+                done += n;
+            }
+        }
+
+        /// <summary>Copies the bytes this layer holds over <paramref name="destination"/> (chunk <paramref name="key"/> from <paramref name="start"/>).</summary>
+        public void Overlay(long key, int start, Span<byte> destination)
+        {
+            if (destination.IsEmpty || !_chunks.TryGetValue(key, out var chunk)) return;
+            for (var i = 0; i < destination.Length;)
+            {
+                var bit = start + i;
+                var word = chunk.Present[bit >> 6];
+                if ((bit & 63) == 0 && word == ulong.MaxValue && destination.Length - i >= 64)
+                {
+                    chunk.Data.AsSpan(bit, 64).CopyTo(destination[i..]);
+                    i += 64;
+                    continue;
+                }
+                if ((word & (1UL << (bit & 63))) != 0) destination[i] = chunk.Data[bit];
+                i++;
+            }
+        }
+
         public void Set(long offset, byte value)
         {
             var key = offset / ChunkSize;
@@ -214,21 +307,30 @@ internal sealed class ReferenceDisk
             {
                 chunk = new Chunk();
                 _chunks[key] = chunk;
+                if (key == _lastKey) _lastKey = -1;
             }
             var i = (int)(offset % ChunkSize);
             chunk.Data[i] = value;
             chunk.Present[i >> 6] |= 1UL << (i & 63);
         }
 
-        public bool TryGet(long offset, out byte value)
+        public bool TryGet(long key, int i, out byte value)
         {
             value = 0;
-            if (!_chunks.TryGetValue(offset / ChunkSize, out var chunk)) return false;
-            var i = (int)(offset % ChunkSize);
-            if ((chunk.Present[i >> 6] & (1UL << (i & 63))) == 0) return false;
+            // The last chunk looked up is remembered: reads walk chunks in order.
+            if (key != _lastKey)
+            {
+                _chunks.TryGetValue(key, out _lastChunk);
+                _lastKey = key;
+            }
+            var chunk = _lastChunk;
+            if (chunk is null || (chunk.Present[i >> 6] & (1UL << (i & 63))) == 0) return false;
             value = chunk.Data[i];
             return true;
         }
+
+        private long _lastKey = -1;
+        private Chunk? _lastChunk;
 
         private sealed class Chunk
         {
