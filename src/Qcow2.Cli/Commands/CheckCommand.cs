@@ -31,7 +31,7 @@ internal sealed class CheckCommand : Command
     {
         RequirePositionals(args, 1, 1, "one image file name");
         bool json = ParseOutputJson(args);
-        bool quiet = args.Has("q");
+        bool quiet = args.Has("quiet");
         var repair = args.Get("repair") switch
         {
             null => RepairMode.None,

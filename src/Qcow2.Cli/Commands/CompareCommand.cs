@@ -32,12 +32,12 @@ internal sealed class CompareCommand : Command
     public override int Execute(ParsedArgs args, CliContext context)
     {
         RequirePositionals(args, 2, 2, "two image file names");
-        bool strict = args.Has("s");
-        bool quiet = args.Has("q");
+        bool strict = args.Has("strict");
+        bool quiet = args.Has("quiet");
         string p1 = args.Positionals[0], p2 = args.Positionals[1];
         using var a = ImageOpener.Open(p1, args.Get("f"), readOnly: true);
         using var b = ImageOpener.Open(p2, args.Get("F"), readOnly: true);
-        var result = Compare(a, b, strict, context, args.Has("p"));
+        var result = Compare(a, b, strict, context, args.Has("progress"));
         if (!quiet) context.Out.Write(result.Message);
         return result.ExitCode;
     }
@@ -46,12 +46,10 @@ internal sealed class CompareCommand : Command
 
     internal static CompareResult Compare(IDiskImage a, IDiskImage b, bool strict, CliContext context, bool progress)
     {
+        if (a.Size != b.Size && strict)
+            return new(ExitCodes.CompareDifferent, "Strict mode: Image size mismatch!\n");
+        // qemu-img warns about different sizes only once the common part compared equal.
         string prefix = "";
-        if (a.Size != b.Size)
-        {
-            if (strict) return new(ExitCodes.CompareDifferent, "Strict mode: Image size mismatch!\n");
-            prefix = "Warning: Image size mismatch!\n";
-        }
         long common = Math.Min(a.Size, b.Size);
         long total = Math.Max(a.Size, b.Size);
         using var bar = ProgressBar.Create(context, progress, total, "compare");
@@ -91,6 +89,7 @@ internal sealed class CompareCommand : Command
             }
             if (a.Size != b.Size)
             {
+                prefix = "Warning: Image size mismatch!\n";
                 var longer = a.Size > b.Size ? a : b;
                 long? at = FirstNonZero(longer, common, bufA);
                 if (at is { } o)

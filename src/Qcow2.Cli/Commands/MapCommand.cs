@@ -49,6 +49,7 @@ internal sealed class MapCommand : Command
     /// <summary>Block status extents from <paramref name="start"/> to <paramref name="end"/>, unmerged.</summary>
     internal static IEnumerable<MapEntry> Walk(IDiskImage image, string path, long start, long end)
     {
+        var hostNames = HostNames(image, path);
         long offset = Math.Max(0, start);
         while (offset < end)
         {
@@ -56,22 +57,55 @@ internal sealed class MapCommand : Command
             long length = Math.Min(st.Length, end - offset);
             if (length <= 0)
                 throw new CommandFailedException($"block status returned an empty extent at offset {offset}");
-            yield return ToEntry(st, offset, length, path);
+            yield return ToEntry(st, offset, length, hostNames);
             offset += length;
         }
     }
 
-    internal static MapEntry ToEntry(BlockStatus st, long offset, long length, string path)
+    /// <summary>
+    /// The file that holds the host bytes at each depth of the chain, named as qemu-img names
+    /// it: the image as given, then each backing file joined to its overlay's directory, and an
+    /// external data file instead of its image.
+    /// </summary>
+    internal static List<string> HostNames(IDiskImage image, string path)
+    {
+        var names = new List<string>();
+        IDiskImage? current = image;
+        string name = path;
+        while (current is not null)
+        {
+            if (current is Qcow2Image q)
+            {
+                names.Add(q.Info.DataFile is { } df ? ImageOpener.FullBackingName(name, df) : name);
+                if (q.Info.BackingFile is { } bf) name = ImageOpener.FullBackingName(name, bf);
+                current = q.Backing;
+            }
+            else
+            {
+                names.Add(name);
+                current = null;
+            }
+        }
+        return names;
+    }
+
+    internal static MapEntry ToEntry(BlockStatus st, long offset, long length, IReadOnlyList<string> hostNames)
     {
         var f = st.Flags;
+        bool allocated = (f & BlockStatusFlags.Allocated) != 0;
         bool compressed = (f & BlockStatusFlags.Compressed) != 0;
         long? host = st.HostOffset >= 0 && !compressed ? st.HostOffset + (offset - st.Offset) : null;
+        // The library reports a range found nowhere in the chain with Depth = chain length;
+        // qemu-img shows the depth of the last image it looked at, and such ranges read as zeroes.
+        int depth = allocated ? st.Depth : Math.Max(0, st.Depth - 1);
+        bool zero = !allocated || (f & BlockStatusFlags.Zero) != 0;
+        string? file = depth < hostNames.Count ? hostNames[depth] : st.HostFile;
         return new MapEntry(
-            offset, length, st.Depth,
-            Present: (f & BlockStatusFlags.Allocated) != 0,
-            Zero: (f & BlockStatusFlags.Zero) != 0,
+            offset, length, depth,
+            Present: allocated,
+            Zero: zero,
             Data: (f & BlockStatusFlags.Data) != 0,
             Offset: host,
-            Filename: st.HostFile ?? path);
+            Filename: file);
     }
 }
