@@ -4,8 +4,6 @@ namespace Qcow2.Volume.Check;
 
 internal sealed partial class CheckRun
 {
-    private long _nextContiguous;
-
     /// <summary>Counts every reference, compares, repairs, then checks COPIED flags (qemu's check order).</summary>
     private void CheckRefcounts(List<SnapshotRef> snapshots, long snapshotsSize)
     {
@@ -162,15 +160,29 @@ internal sealed partial class CheckRun
                 {
                     Corruption(CheckFindingKind.L2Entry, entryOffset, $"compressed cluster {i} with data file, entry={Hex(entry)}");
                 }
-                else if (bitmap != 0)
+                else if (bitmap != 0 && !FixErrors)
                 {
                     Corruption(CheckFindingKind.L2Entry, entryOffset, $"compressed cluster {i} with non-zero subcluster allocation bitmap, entry={Hex(entry)}");
                 }
                 else
                 {
+                    if (bitmap != 0)
+                    {
+                        // The bitmap of a compressed cluster is reserved: clearing it makes the entry valid again.
+                        RewriteL2Entry(table, i, entryOffset, entry, 0,
+                            $"compressed cluster {i} with non-zero subcluster allocation bitmap, entry={Hex(entry)}");
+                        bitmap = 0;
+                    }
                     ulong coffset = entry & coffsetMask;
                     long sectors = (long)((entry >> csizeShift) & csizeMask) + 1;
                     long csize = sectors * CompressedSectorSize - (long)(coffset & (CompressedSectorSize - 1));
+                    if (FixErrors && coffset + (ulong)csize >= (ulong)_fileLength + (ulong)ClusterSize)
+                    {
+                        // Compressed data past the end of the file cannot be read back: the cluster reads as zeros from now on.
+                        DropL2Entry(table, i, entryOffset, $"compressed cluster at {Hex(coffset)} lies past the end of the file");
+                        i++;
+                        continue;
+                    }
                     IncrementRange(coffset, csize);
                     if (active)
                     {
@@ -194,13 +206,26 @@ internal sealed partial class CheckRun
             if (!allocated)
             {
                 if (!zeroFlag && (bitmap & SubclusterAllocMask) != 0)
-                    Corruption(CheckFindingKind.L2Entry, entryOffset, "Unallocated cluster has non-zero subcluster allocation map");
+                {
+                    const string message = "Unallocated cluster has non-zero subcluster allocation map";
+                    if (FixErrors) RewriteL2Entry(table, i, entryOffset, entry, bitmap & ~SubclusterAllocMask, message);
+                    else Corruption(CheckFindingKind.L2Entry, entryOffset, message);
+                }
                 i++;
                 continue;
             }
 
             if (((bitmap >> 32) & bitmap) != 0)
-                Corruption(CheckFindingKind.L2Entry, entryOffset, $"offset={Hex(offset)}: Allocated cluster has corrupted subcluster allocation bitmap");
+            {
+                string message = $"offset={Hex(offset)}: Allocated cluster has corrupted subcluster allocation bitmap";
+                if (FixErrors)
+                {
+                    // A subcluster marked both allocated and zero: keep the data.
+                    bitmap &= ~((bitmap & SubclusterAllocMask) << 32);
+                    RewriteL2Entry(table, i, entryOffset, entry, bitmap, message);
+                }
+                else Corruption(CheckFindingKind.L2Entry, entryOffset, message);
+            }
 
             if ((offset & (ulong)(ClusterSize - 1)) != 0)
             {
@@ -216,10 +241,24 @@ internal sealed partial class CheckRun
                     }
                     Corruption(CheckFindingKind.L2Entry, entryOffset, $"offset={Hex(offset)}: Preallocated cluster is not properly aligned; L2 entry corrupted.");
                 }
+                else if (FixErrors)
+                {
+                    // No cluster can be found at an unaligned offset: the guest cluster reads as zeros from now on.
+                    DropL2Entry(table, i, entryOffset, $"offset={Hex(offset)}: Data cluster is not properly aligned; L2 entry corrupted.");
+                    i++;
+                    continue;
+                }
                 else
                 {
                     Corruption(CheckFindingKind.L2Entry, entryOffset, $"offset={Hex(offset)}: Data cluster is not properly aligned; L2 entry corrupted.");
                 }
+            }
+
+            if (FixErrors && !dataFile && offset >= (ulong)_fileLength)
+            {
+                DropL2Entry(table, i, entryOffset, $"offset={Hex(offset)}: Data cluster lies past the end of the file; L2 entry corrupted.");
+                i++;
+                continue;
             }
 
             if (active)
@@ -231,30 +270,38 @@ internal sealed partial class CheckRun
             if (!dataFile) IncrementRange(offset, ClusterSize);
             i++;
         }
-        _nextContiguous = nextContiguous;
     }
 
     /// <summary>Turns a preallocated-zero entry whose offset cannot be valid into a plain zero entry.</summary>
     private void FixL2EntryByZero(Span<byte> table, int index, long entryOffset, ulong bitmap, ulong offset)
     {
+        string message = $"offset={Hex(offset)}: Preallocated cluster is not properly aligned; L2 entry corrupted.";
+        _res.Corruptions--;
+        if (_img.ExtendedL2)
+            RewriteL2Entry(table, index, entryOffset, 0, (bitmap | (bitmap << 32)) & SubclusterZeroMask, message); // allocated subclusters read as zeros
+        else
+            RewriteL2Entry(table, index, entryOffset, ZeroFlag, 0, message);
+    }
+
+    /// <summary>Replaces an L2 entry that cannot be valid by one that reads zeros (unallocated on version 2).</summary>
+    private void DropL2Entry(Span<byte> table, int index, long entryOffset, string message)
+    {
+        ulong entry = _img.Version >= 3 && !_img.ExtendedL2 ? ZeroFlag : 0;
+        ulong bitmap = _img.ExtendedL2 ? SubclusterZeroMask : 0;
+        RewriteL2Entry(table, index, entryOffset, entry, bitmap, message);
+    }
+
+    /// <summary>Writes a repaired L2 entry (and bitmap) in place and counts the corruption as fixed.</summary>
+    private void RewriteL2Entry(Span<byte> table, int index, long entryOffset, ulong entry, ulong bitmap, string message)
+    {
         int entrySize = _img.L2EntrySize;
         var slot = table.Slice(index * entrySize, entrySize);
-        if (_img.ExtendedL2)
-        {
-            // Allocated subclusters read as zeros from now on.
-            ulong newBitmap = (bitmap | (bitmap << 32)) & SubclusterZeroMask;
-            BinaryPrimitives.WriteUInt64BigEndian(slot, 0);
-            BinaryPrimitives.WriteUInt64BigEndian(slot[8..], newBitmap);
-        }
-        else
-        {
-            BinaryPrimitives.WriteUInt64BigEndian(slot, ZeroFlag);
-        }
+        BinaryPrimitives.WriteUInt64BigEndian(slot, entry);
+        if (_img.ExtendedL2) BinaryPrimitives.WriteUInt64BigEndian(slot[8..], bitmap);
         _storage.Write(entryOffset, slot);
         _storage.Flush();
-        _res.Corruptions--;
         _res.CorruptionsFixed++;
-        Report(CheckFindingKind.L2Entry, entryOffset, $"offset={Hex(offset)}: Preallocated cluster is not properly aligned; L2 entry corrupted.", repaired: true);
+        Report(CheckFindingKind.L2Entry, entryOffset, message, repaired: true);
     }
 
     /// <summary>Checks the refcount table's entries and counts the refcount blocks.</summary>
