@@ -6,7 +6,7 @@ namespace Qcow2.Cli.Framework;
 
 /// <summary>
 /// Creates images from <see cref="CreateSettings"/>: qcow2 through the library's creator, raw
-/// as a plain file of the given length (with the requested preallocation).
+/// through RawImage.Create.
 /// </summary>
 internal static class ImageFactory
 {
@@ -52,34 +52,13 @@ internal static class ImageFactory
             image.Flush();
             return;
         }
-        CreateRaw(path, size, s.Preallocation);
-    }
-
-    /// <summary>A raw image is the guest bytes themselves: a file of <paramref name="size"/> bytes.</summary>
-    public static void CreateRaw(string path, long size, string? preallocation)
-    {
-        using var fs = new FileStream(path, FileMode.Create, FileAccess.ReadWrite, FileShare.Read);
-        if (preallocation is "full")
+        var mode = s.Preallocation switch
         {
-            var zeros = new byte[Math.Min(size, 1 << 20)];
-            for (long done = 0; done < size;)
-            {
-                int n = (int)Math.Min(zeros.Length, size - done);
-                fs.Write(zeros, 0, n);
-                done += n;
-            }
-        }
-        else if (preallocation is "falloc")
-        {
-            // The runtime allocates the blocks when asked for a preallocation size.
-            fs.Dispose();
-            using var pre = new FileStream(path, new FileStreamOptions
-            {
-                Mode = FileMode.Create, Access = FileAccess.Write, PreallocationSize = size,
-            });
-            pre.SetLength(size);
-            return;
-        }
-        fs.SetLength(size);
+            "falloc" => Preallocation.Falloc,
+            "full" => Preallocation.Full,
+            _ => Preallocation.Off,
+        };
+        using var raw = RawImage.Create(path, size, mode);
+        raw.Flush();
     }
 }

@@ -1,107 +1,77 @@
+using Qcow2.Spans;
 using Qcow2.Volume;
 using Qcow2.Volume.Storage;
 
 namespace Qcow2.Cli.Framework;
 
 // Stand-ins for library API that DESIGN.md names but Qcow2.Volume does not have yet
-// (RawImage, Qcow2Measure). Each is replaced by the
+// (Qcow2Measure). Each is replaced by the
 // library's type when it lands; until then the commands that need them fail with a one-line
 // "not available yet" error instead of not building.
 
-/// <summary>Stand-in for DESIGN's Qcow2Measure.</summary>
+/// <summary>
+/// Stand-in for DESIGN's Qcow2Measure (Operations/): the metadata comes from Qcow2.Spans'
+/// MetadataSizeCalculator; this adds the source's allocated clusters and its bitmaps.
+/// </summary>
 internal static class Qcow2Measure
 {
     public readonly record struct Result(long Required, long FullyAllocated, long? Bitmaps);
 
-    public static Result Measure(Qcow2CreateOptions options, IDiskImage? source) =>
-        throw new NotSupportedException("measuring qcow2 targets is not available yet (Qcow2Measure is missing from Qcow2.Volume)");
-}
-
-/// <summary>Stand-in for DESIGN's RawImage: the file's bytes are the guest's bytes.</summary>
-internal sealed class RawImage : IDiskImage
-{
-    private readonly FileStorage _storage;
-
-    private RawImage(FileStorage storage, bool readOnly)
+    public static Result Measure(Qcow2CreateOptions options, IDiskImage? source)
     {
-        _storage = storage;
-        IsReadOnly = readOnly;
-        Size = storage.Length;
-    }
+        int clusterBits = System.Numerics.BitOperations.Log2((uint)options.ClusterSize);
+        if (options.ClusterSize <= 0 || (1 << clusterBits) != options.ClusterSize)
+            throw new ArgumentException("Cluster size must be a power of two between 512 and 2048k");
+        if (options.RefcountBits <= 0 || !System.Numerics.BitOperations.IsPow2(options.RefcountBits) || options.RefcountBits > 64)
+            throw new ArgumentException("Refcount width must be a power of two and may not exceed 64 bits");
+        int refcountOrder = System.Numerics.BitOperations.Log2((uint)options.RefcountBits);
+        long clusterSize = options.ClusterSize;
+        long virtualSize = options.Size;
 
-    public static RawImage Open(string path, bool readOnly) =>
-        new(FileStorage.Open(Path.GetFullPath(path), writable: !readOnly), readOnly);
-
-    public string Format => "raw";
-    public long Size { get; }
-    public bool IsReadOnly { get; }
-
-    private void CheckRange(long offset, long length)
-    {
-        if (offset < 0 || length < 0 || offset > Size || length > Size - offset)
-            throw new ArgumentOutOfRangeException(nameof(offset), "Request outside the image");
-    }
-
-    private void CheckWritable()
-    {
-        if (IsReadOnly) throw new InvalidOperationException("The image is read-only");
-    }
-
-    public void Read(long offset, Span<byte> destination)
-    {
-        CheckRange(offset, destination.Length);
-        int n = _storage.Read(offset, destination);
-        destination[n..].Clear();
-    }
-
-    public async ValueTask ReadAsync(long offset, Memory<byte> destination, CancellationToken ct = default)
-    {
-        CheckRange(offset, destination.Length);
-        int n = await _storage.ReadAsync(offset, destination, ct).ConfigureAwait(false);
-        destination.Span[n..].Clear();
-    }
-
-    public void Write(long offset, ReadOnlySpan<byte> source)
-    {
-        CheckWritable();
-        CheckRange(offset, source.Length);
-        _storage.Write(offset, source);
-    }
-
-    public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, CancellationToken ct = default)
-    {
-        CheckWritable();
-        CheckRange(offset, source.Length);
-        return _storage.WriteAsync(offset, source, ct);
-    }
-
-    public void WriteZeroes(long offset, long length, bool unmap = false)
-    {
-        CheckWritable();
-        CheckRange(offset, length);
-        var zeros = new byte[(int)Math.Min(length, 1 << 20)];
-        for (long done = 0; done < length;)
+        long allocated = 0;
+        if (options.Preallocation is Preallocation.Full or Preallocation.Falloc)
         {
-            int n = (int)Math.Min(zeros.Length, length - done);
-            _storage.Write(offset + done, zeros.AsSpan(0, n));
-            done += n;
+            allocated = RoundUp(virtualSize, clusterSize);
         }
+        else if (source is not null)
+        {
+            // Data clusters of the target: every cluster touched by a range holding data.
+            long limit = Math.Min(source.Size, virtualSize);
+            long countedEnd = 0;
+            for (long offset = 0; offset < limit;)
+            {
+                var st = source.GetBlockStatus(offset, limit - offset);
+                long len = Math.Clamp(st.Length, 1, limit - offset);
+                bool zero = (st.Flags & BlockStatusFlags.Zero) != 0 || (st.Flags & BlockStatusFlags.Allocated) == 0;
+                if (!zero && (st.Flags & BlockStatusFlags.Data) != 0)
+                {
+                    long from = Math.Max(offset / clusterSize * clusterSize, countedEnd);
+                    long to = RoundUp(offset + len, clusterSize);
+                    if (to > from) allocated += to - from;
+                    countedEnd = Math.Max(countedEnd, to);
+                }
+                offset += len;
+            }
+        }
+
+        if (!MetadataSizeCalculator.TryCalculate(clusterBits, refcountOrder, options.ExtendedL2, virtualSize, allocated, 0, out var size))
+            throw new ArgumentException("The image size is too large for this cluster size");
+
+        long? bitmaps = null;
+        if (source is Qcow2Image q)
+        {
+            long total = 0, directory = 0;
+            foreach (var b in q.Bitmaps)
+            {
+                long bits = (q.Size + b.Granularity - 1) / b.Granularity;
+                long clusters = ((bits + 7) / 8 + clusterSize - 1) / clusterSize;
+                total += clusters * clusterSize + RoundUp(clusters * 8, clusterSize);
+                directory += RoundUp(24 + System.Text.Encoding.UTF8.GetByteCount(b.Name), 8);
+            }
+            bitmaps = total + RoundUp(directory, clusterSize);
+        }
+        return new Result(size.Required, size.FullyAllocated, bitmaps);
     }
 
-    public void Discard(long offset, long length) => CheckRange(offset, length);
-
-    public void Flush() => _storage.Flush();
-
-    public ValueTask FlushAsync(CancellationToken ct = default) => _storage.FlushAsync(ct);
-
-    public BlockStatus GetBlockStatus(long offset, long maxLength)
-    {
-        CheckRange(offset, 0);
-        long length = Math.Min(maxLength, Size - offset);
-        return new BlockStatus(offset, length, BlockStatusFlags.Data | BlockStatusFlags.Allocated, 0, offset, null);
-    }
-
-    public void Dispose() => _storage.Dispose();
-
-    public ValueTask DisposeAsync() => _storage.DisposeAsync();
+    private static long RoundUp(long value, long unit) => (value + unit - 1) / unit * unit;
 }
