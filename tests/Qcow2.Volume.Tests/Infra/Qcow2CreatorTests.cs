@@ -71,9 +71,8 @@ public sealed class Qcow2CreatorTests : IDisposable
         // In the image's directory: qemu-img creates a relative data file name in its working directory.
         QemuToolsInDir(theirs, args.ToArray());
 
-        var (code, stdout, stderr) = QemuTools.Run(QemuTools.QemuImg, "check", Path.Combine(ours, "img.qcow2"));
-        Assert.True(code == 0, $"qemu-img check exited {code}: {stdout}{stderr}");
-        Assert.Contains("No errors were found on the image.", stdout);
+        // From the image's directory: QEMU opens a relative data file name from its working directory.
+        Assert.Contains("No errors were found on the image.", QemuToolsInDir(ours, "check", "img.qcow2"));
 
         Assert.Equal(Info(theirs), Info(ours));
 
