@@ -59,6 +59,9 @@ internal sealed partial class CheckRun
 
         if (_img.HasDataFile && snapshots.Count > 0)
             Corruption(CheckFindingKind.SnapshotTable, -1, $"{snapshots.Count} snapshots in image with data file");
+        // Snapshots sharing one L1 table (only a hostile image has them) are examined once, weighted.
+        var groups = new Dictionary<(ulong, uint), long>();
+        var order = new List<(ulong, uint)>();
         for (int i = 0; i < snapshots.Count; i++)
         {
             var sn = snapshots[i];
@@ -80,8 +83,17 @@ internal sealed partial class CheckRun
                     $"snapshot {sn.Id} ({sn.Name}) l1_offset={Hex(sn.L1Offset)}: L1 table lies beyond any file");
                 continue;
             }
-            CheckL1((long)sn.L1Offset, (int)sn.L1Size, active: false);
-            _progress?.Report(0.3 + 0.25 * (i + 1) / snapshots.Count);
+            var key = (sn.L1Offset, sn.L1Size);
+            if (groups.TryGetValue(key, out long n)) groups[key] = n + 1;
+            else { groups[key] = 1; order.Add(key); }
+        }
+        for (int g = 0; g < order.Count; g++)
+        {
+            var (l1Offset, l1Size) = order[g];
+            _weight = groups[order[g]];
+            CheckL1((long)l1Offset, (int)l1Size, active: false);
+            _weight = 1;
+            _progress?.Report(0.3 + 0.25 * (g + 1) / order.Count);
         }
         IncrementRange(_img.SnapshotsOffset, snapshotsSize);
 
@@ -103,7 +115,9 @@ internal sealed partial class CheckRun
     {
         if (l1Size == 0) return;
         IncrementRange((ulong)l1Offset, (long)l1Size * 8);
-        var l1 = ReadEntries(l1Offset, l1Size);
+        // Entries past the end of the file read as zeros (unallocated): only those inside are read.
+        int inFile = l1Offset >= _fileLength ? 0 : (int)Math.Min(l1Size, (_fileLength - l1Offset + 7) / 8);
+        var l1 = ReadEntries(l1Offset, inFile);
 
         var l2Offsets = new List<long>();
         for (int i = 0; i < l1.Length; i++)
@@ -120,7 +134,13 @@ internal sealed partial class CheckRun
         }
         l2Offsets.Sort();
         var offsets = l2Offsets.ToArray();
-        VisitTables(offsets, (index, table) => CheckL2(offsets[index], table, active));
+        VisitTables(offsets, (index, table, weight) =>
+        {
+            long outer = _weight;
+            _weight = outer * weight;
+            CheckL2(offsets[index], table, active);
+            _weight = outer;
+        });
     }
 
     /// <summary>Counts the clusters one L2 table references and checks its entries.</summary>
@@ -186,9 +206,9 @@ internal sealed partial class CheckRun
                     IncrementRange(coffset, csize);
                     if (active)
                     {
-                        _res.AllocatedClusters++;
-                        _res.CompressedClusters++;
-                        _res.FragmentedClusters++;
+                        _res.AllocatedClusters += _weight;
+                        _res.CompressedClusters += _weight;
+                        _res.FragmentedClusters += _weight;
                     }
                 }
                 i++;
@@ -263,8 +283,8 @@ internal sealed partial class CheckRun
 
             if (active)
             {
-                _res.AllocatedClusters++;
-                if (nextContiguous != 0 && (long)offset != nextContiguous) _res.FragmentedClusters++;
+                _res.AllocatedClusters += _weight;
+                if (nextContiguous != 0 && (long)offset != nextContiguous) _res.FragmentedClusters += _weight;
                 nextContiguous = (long)offset + ClusterSize;
             }
             if (!dataFile) IncrementRange(offset, ClusterSize);

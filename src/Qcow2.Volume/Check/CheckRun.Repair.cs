@@ -137,7 +137,7 @@ internal sealed partial class CheckRun
         int entrySize = _img.L2EntrySize;
         bool extended = _img.ExtendedL2;
         bool wrote = false;
-        VisitTables(offsets, (index, table) =>
+        VisitTables(offsets, (index, table, weight) =>
         {
             int dirty = 0;
             for (int j = 0; j < _img.L2Entries; j++)
@@ -166,8 +166,9 @@ internal sealed partial class CheckRun
                     }
                     else
                     {
-                        _res.Corruptions++;
-                        Report(CheckFindingKind.CopiedFlag, at, message);
+                        // Each reference to this table would find it again.
+                        _res.Corruptions += weight;
+                        Report(CheckFindingKind.CopiedFlag, at, weight == 1 ? message : $"{message} ({weight} times)");
                     }
                 }
             }

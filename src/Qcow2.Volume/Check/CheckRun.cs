@@ -84,11 +84,21 @@ internal sealed partial class CheckRun
     private static string Hex(ulong v) => "0x" + v.ToString("x", CultureInfo.InvariantCulture);
     private static string Hex(long v) => "0x" + v.ToString("x", CultureInfo.InvariantCulture);
 
-    private void Corruption(CheckFindingKind kind, long offset, string message, bool persistent = true)
+    /// <summary>
+    /// How many times the structure being examined is referenced: identical L2 tables (or snapshot L1
+    /// tables) are examined once and their effect counted this many times, as QEMU would by examining
+    /// each reference (hostile images can repeat one table millions of times).
+    /// </summary>
+    private long _weight = 1;
+
+    private void Corruption(CheckFindingKind kind, long offset, string message, bool persistent = true) =>
+        Corruptions(kind, offset, message, _weight, persistent);
+
+    private void Corruptions(CheckFindingKind kind, long offset, string message, long count, bool persistent = true)
     {
-        _res.Corruptions++;
-        if (persistent) _persistentCorruptions++;
-        Report(kind, offset, message);
+        _res.Corruptions += count;
+        if (persistent) _persistentCorruptions += count;
+        Report(kind, offset, count == 1 ? message : $"{message} ({count} times)");
     }
 
     private CheckFailedException Fail(string errnoText, CheckFindingKind kind, long offset, string message)
@@ -139,47 +149,58 @@ internal sealed partial class CheckRun
         }
         if (_countingStructure) _structureIncrements.Add((first, last - first + 1));
         ulong max = _refs.MaxValue;
+        ulong weight = (ulong)_weight;
         for (long k = first; k <= last; k++)
         {
             ulong r = _refs.Get(k);
-            if (r == max)
+            if (weight > max - r)
             {
-                Corruption(CheckFindingKind.RefcountOverflow, k << ClusterBits, $"overflow cluster offset={Hex(k << ClusterBits)}", persistent);
+                Corruptions(CheckFindingKind.RefcountOverflow, k << ClusterBits, $"overflow cluster offset={Hex(k << ClusterBits)}",
+                    (long)(weight - (max - r)), persistent);
+                _refs.Set(k, max);
                 continue;
             }
-            _refs.Set(k, r + 1);
+            _refs.Set(k, r + weight);
         }
     }
 
     /// <summary>
     /// Visits tables of one cluster each at the given offsets, reading neighbours together in large
-    /// positional reads. <paramref name="offsets"/> must be sorted; zero-filled past the end of the file.
+    /// positional reads. <paramref name="offsets"/> must be sorted. A table repeated k times is visited
+    /// once with weight k; tables wholly past the end of the file read as zeros, which reference
+    /// nothing, and are not visited.
     /// </summary>
-    private void VisitTables(ReadOnlySpan<long> offsets, TableVisitor visitor, Action<int>? done = null)
+    private void VisitTables(ReadOnlySpan<long> offsets, TableVisitor visitor)
     {
         int cs = ClusterSize;
         int bufferSize = Math.Max(MaxBatchBytes, cs);
+        long storageLength = _storage.Length;
         byte[] buffer = ArrayPool<byte>.Shared.Rent(bufferSize);
         try
         {
             int i = 0;
             while (i < offsets.Length)
             {
+                if (offsets[i] >= storageLength) break;
                 long start = offsets[i];
                 long end = start + cs;
                 int j = i + 1;
                 while (j < offsets.Length)
                 {
                     long o = offsets[j];
-                    if (o - start + cs > bufferSize || o - end > MaxBatchGap) break;
+                    if (o >= storageLength || o - start + cs > bufferSize || o - end > MaxBatchGap) break;
                     end = Math.Max(end, o + cs);
                     j++;
                 }
                 var window = buffer.AsSpan(0, (int)(end - start));
                 ReadZeroFilled(start, window);
-                for (int k = i; k < j; k++)
-                    visitor(k, window.Slice((int)(offsets[k] - start), cs));
-                done?.Invoke(j);
+                for (int k = i; k < j;)
+                {
+                    int n = 1;
+                    while (k + n < j && offsets[k + n] == offsets[k]) n++;
+                    visitor(k, window.Slice((int)(offsets[k] - start), cs), n);
+                    k += n;
+                }
                 i = j;
             }
         }
@@ -189,7 +210,7 @@ internal sealed partial class CheckRun
         }
     }
 
-    private delegate void TableVisitor(int index, Span<byte> table);
+    private delegate void TableVisitor(int index, Span<byte> table, long weight);
 
     /// <summary>Reads a whole table of big-endian 64-bit entries (zero-filled past the end of the file).</summary>
     private ulong[] ReadEntries(long offset, int count)
