@@ -223,7 +223,7 @@ public sealed partial class RawImage : IDiskImage
     }
 
     /// <summary>Whether <paramref name="offset"/> lies in data or a hole, and where that run ends (lseek SEEK_DATA/SEEK_HOLE).</summary>
-    private static bool TryProbeHoles(FileStorage file, long offset, long fileLength, out bool isData, out long runEnd)
+    internal static bool TryProbeHoles(FileStorage file, long offset, long fileLength, out bool isData, out long runEnd)
     {
         isData = true;
         runEnd = fileLength;
