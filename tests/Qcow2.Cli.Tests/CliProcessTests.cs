@@ -1,0 +1,377 @@
+using System.Diagnostics;
+using System.Text;
+using Qcow2.Tests.Shared;
+
+namespace Qcow2.Cli.Tests;
+
+/// <summary>Runs the built qcow2.dll (copied next to the tests) as a process, in a chosen directory.</summary>
+internal static class Cli
+{
+    public static string Dll => Path.Combine(AppContext.BaseDirectory, "qcow2.dll");
+
+    public static (int Code, string Out, string Err) Run(string workDir, params string[] args) =>
+        RunTool("dotnet", workDir, new[] { Dll }.Concat(args).ToArray());
+
+    public static (int Code, string Out, string Err) Qemu(string workDir, params string[] args) =>
+        RunTool(QemuTools.QemuImg, workDir, args);
+
+    public static (int Code, string Out, string Err) RunTool(string tool, string workDir, string[] args)
+    {
+        var psi = new ProcessStartInfo(tool)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = workDir,
+        };
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(TimeSpan.FromMinutes(2)))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{tool} {string.Join(' ', args)} did not finish");
+        }
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    /// <summary>qemu-img must succeed (test setup).</summary>
+    public static string QemuOk(string workDir, params string[] args)
+    {
+        var (code, o, e) = Qemu(workDir, args);
+        if (code != 0) throw new InvalidOperationException($"qemu-img {string.Join(' ', args)}: {code} {e}");
+        return o;
+    }
+
+    public static void QemuIo(string workDir, string file, params string[] commands)
+    {
+        var args = new List<string> { "-f", "qcow2" };
+        foreach (var c in commands) { args.Add("-c"); args.Add(c); }
+        args.Add(file);
+        var (code, o, e) = RunTool(QemuTools.QemuIo, workDir, args.ToArray());
+        if (code != 0 || o.Contains("failed", StringComparison.Ordinal))
+            throw new InvalidOperationException($"qemu-io {string.Join(' ', args)}: {code} {o}{e}");
+    }
+}
+
+/// <summary>Images made by qemu-img/qemu-io for the interoperability tests.</summary>
+internal sealed class QemuImages : IDisposable
+{
+    public TempDir Dir { get; } = new();
+
+    public string Path => Dir.Path;
+
+    public QemuImages()
+    {
+        Cli.QemuOk(Path, "create", "-q", "-f", "qcow2", "base.qcow2", "64M");
+        Cli.QemuIo(Path, "base.qcow2", "write -P 0xab 0 1M", "write -z 2M 64k", "write -c -P 0x11 4M 64k", "write -P 0x22 10M 4k");
+        Cli.QemuOk(Path, "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "overlay.qcow2");
+        Cli.QemuIo(Path, "overlay.qcow2", "write -P 0x33 512k 128k");
+        Cli.QemuOk(Path, "create", "-q", "-f", "qcow2", "-o", "cluster_size=4k,refcount_bits=8,lazy_refcounts=on,compression_type=zstd", "small.qcow2", "8M");
+        Cli.QemuIo(Path, "small.qcow2", "write -P 0x44 4k 20k");
+        Cli.QemuOk(Path, "create", "-q", "-f", "qcow2", "-o", "compat=0.10", "v2.qcow2", "16M");
+        Cli.QemuOk(Path, "create", "-q", "-f", "qcow2", "-o", "extended_l2=on,data_file=ext.data", "ext.qcow2", "16M");
+        Cli.QemuOk(Path, "snapshot", "-c", "snap1", "base.qcow2");
+        Cli.QemuOk(Path, "bitmap", "--add", "base.qcow2", "bm0");
+        Cli.QemuOk(Path, "create", "-q", "-f", "raw", "disk.raw", "4M");
+    }
+
+    public static readonly string[] Qcow2Images = { "base.qcow2", "overlay.qcow2", "small.qcow2", "v2.qcow2", "ext.qcow2" };
+
+    public void Dispose() => Dir.Dispose();
+}
+
+public sealed class CliInteropTests : IClassFixture<CliInteropTests.Fixture>
+{
+    public sealed class Fixture : IDisposable
+    {
+        internal QemuImages Images { get; } = new();
+        public void Dispose() => Images.Dispose();
+    }
+
+    private readonly QemuImages _images;
+
+    public CliInteropTests(Fixture fixture) => _images = fixture.Images;
+
+    private string P => _images.Path;
+
+    public static IEnumerable<object[]> Qcow2Files() => QemuImages.Qcow2Images.Select(f => new object[] { f });
+
+    // No field is excluded: actual-size is the file's st_blocks, which both tools read from the
+    // same file; date-sec/date-nsec come from the same snapshot table.
+    [Theory]
+    [MemberData(nameof(Qcow2Files))]
+    [InlineData("disk.raw")]
+    public void Info_Json_EqualsQemuImg(string file)
+    {
+        var ours = Cli.Run(P, "info", "--output=json", file);
+        var qemu = Cli.Qemu(P, "info", "--output=json", file);
+        Assert.Equal(0, ours.Code);
+        Assert.Equal(qemu.Out, ours.Out);
+    }
+
+    [Fact]
+    public void Info_BackingChainJsonAndHuman_EqualQemuImg()
+    {
+        foreach (var args in new[] { new[] { "info", "--backing-chain", "--output=json", "overlay.qcow2" }, new[] { "info", "--backing-chain", "overlay.qcow2" }, new[] { "info", "base.qcow2" } })
+        {
+            var ours = Cli.Run(P, args);
+            var qemu = Cli.Qemu(P, args);
+            Assert.Equal(0, ours.Code);
+            Assert.Equal(qemu.Out, ours.Out);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Qcow2Files))]
+    public void Map_Json_EqualsQemuImg(string file)
+    {
+        var ours = Cli.Run(P, "map", "--output=json", file);
+        var qemu = Cli.Qemu(P, "map", "--output=json", file);
+        Assert.Equal(0, ours.Code);
+        Assert.Equal(qemu.Out, ours.Out);
+    }
+
+    [Fact]
+    public void Map_RangeAndHuman_EqualQemuImg()
+    {
+        var ours = Cli.Run(P, "map", "--output=json", "--start-offset=1000", "--max-length=3M", "overlay.qcow2");
+        var qemu = Cli.Qemu(P, "map", "--output=json", "--start-offset=1000", "--max-length=3M", "overlay.qcow2");
+        Assert.Equal(qemu.Out, ours.Out);
+        // Human output of an image holding a compressed cluster: the same lines, then the same refusal (exit 1).
+        ours = Cli.Run(P, "map", "base.qcow2");
+        qemu = Cli.Qemu(P, "map", "base.qcow2");
+        Assert.Equal(qemu.Out, ours.Out);
+        Assert.Equal(qemu.Code, ours.Code);
+        Assert.Equal("qcow2: File contains external, encrypted or compressed clusters.\n", ours.Err);
+    }
+
+    [Theory]
+    [InlineData("--size", "1G", "-O", "qcow2")]
+    [InlineData("--size", "100G", "-O", "qcow2", "-o", "cluster_size=4k,refcount_bits=1")]
+    [InlineData("-O", "qcow2", "base.qcow2")]
+    [InlineData("-O", "qcow2", "overlay.qcow2")]
+    [InlineData("-O", "qcow2", "-o", "cluster_size=16k,extended_l2=on", "small.qcow2")]
+    [InlineData("-O", "qcow2", "-o", "preallocation=full", "small.qcow2")]
+    [InlineData("base.qcow2")]
+    public void Measure_Json_EqualsQemuImg(params string[] args)
+    {
+        var full = new[] { "measure", "--output=json" }.Concat(args).ToArray();
+        var ours = Cli.Run(P, full);
+        var qemu = Cli.Qemu(P, full);
+        Assert.Equal(0, ours.Code);
+        Assert.Equal(qemu.Out, ours.Out);
+    }
+
+    [Theory]
+    [InlineData("-c")]
+    [InlineData("-S", "0")]
+    public void Convert_ToQcow2_QemuSaysIdenticalAndClean(params string[] flags)
+    {
+        string target = "conv" + string.Join("", flags).Replace("-", "_") + ".qcow2";
+        var args = new[] { "convert", "-O", "qcow2" }.Concat(flags).Concat(new[] { "overlay.qcow2", target }).ToArray();
+        var ours = Cli.Run(P, args);
+        Assert.True(ours.Code == 0, ours.Err);
+        var cmp = Cli.Qemu(P, "compare", "overlay.qcow2", target);
+        Assert.Equal("Images are identical.\n", cmp.Out);
+        Assert.Equal(0, cmp.Code);
+        var check = Cli.Qemu(P, "check", target);
+        Assert.Equal(0, check.Code);
+    }
+
+    [Fact]
+    public void Convert_SeveralSourcesToRaw_Concatenates()
+    {
+        var ours = Cli.Run(P, "convert", "small.qcow2", "disk.raw", "cat.raw");
+        Assert.True(ours.Code == 0, ours.Err);
+        Assert.Equal((8L << 20) + (4L << 20), new FileInfo(System.IO.Path.Combine(P, "cat.raw")).Length);
+        // The first 8 MiB equal small.qcow2.
+        var cmp = Cli.Qemu(P, "compare", "-f", "qcow2", "-F", "raw", "small.qcow2", "cat.raw");
+        Assert.Equal(0, cmp.Code);
+    }
+
+    [Theory]
+    [InlineData("base.qcow2", "overlay.qcow2")]
+    [InlineData("base.qcow2", "base.qcow2")]
+    [InlineData("small.qcow2", "disk.raw")]
+    [InlineData("v2.qcow2", "disk.raw")]
+    [InlineData("base.qcow2", "missing.qcow2")]
+    public void Compare_ExitCodeAndMessage_AgreeWithQemuImg(string a, string b)
+    {
+        var ours = Cli.Run(P, "compare", a, b);
+        var qemu = Cli.Qemu(P, "compare", a, b);
+        Assert.Equal(qemu.Code, ours.Code);
+        Assert.Equal(qemu.Out, ours.Out);
+        var oursStrict = Cli.Run(P, "compare", "-s", a, b);
+        var qemuStrict = Cli.Qemu(P, "compare", "-s", a, b);
+        Assert.Equal(qemuStrict.Code, oursStrict.Code);
+    }
+
+    [Theory]
+    [MemberData(nameof(Qcow2Files))]
+    [InlineData("disk.raw")]
+    public void Check_ReportAndExitCode_EqualQemuImg(string file)
+    {
+        foreach (var output in new[] { "--output=human", "--output=json" })
+        {
+            var ours = Cli.Run(P, "check", output, file);
+            var qemu = Cli.Qemu(P, "check", output, file);
+            Assert.Equal(qemu.Code, ours.Code);
+            Assert.Equal(qemu.Out, ours.Out);
+        }
+    }
+}
+
+public sealed class CliCheckRepairTests
+{
+    /// <summary>A one-cluster image whose refcount block is patched: refcount of cluster <paramref name="cluster"/> set to <paramref name="value"/>.</summary>
+    private static string MakePatched(TempDir dir, string name, int cluster, ushort value)
+    {
+        Cli.QemuOk(dir.Path, "create", "-q", "-f", "qcow2", name, "1M");
+        Cli.QemuIo(dir.Path, name, "write 0 64k");
+        string path = dir.File(name);
+        var bytes = File.ReadAllBytes(path);
+        // The refcount table's offset is at header byte 48; its first entry points to block 0.
+        long table = (long)System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(bytes.AsSpan(48));
+        long block = (long)System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(bytes.AsSpan((int)table));
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(bytes.AsSpan((int)block + 2 * cluster), value);
+        File.WriteAllBytes(path, bytes);
+        return name;
+    }
+
+    [Theory]
+    [InlineData(0, (ushort)2)]   // refcount above the references: a leak (exit 3)
+    [InlineData(5, (ushort)0)]   // the data cluster's refcount dropped: corruption (exit 2)
+    [InlineData(5, (ushort)1)]   // untouched value: clean (exit 0)
+    public void Check_PatchedRefcount_ExitCodeAndJsonAgreeWithQemuImg(int cluster, ushort value)
+    {
+        using var dir = new TempDir();
+        string f = MakePatched(dir, "p.qcow2", cluster, value);
+        var ours = Cli.Run(dir.Path, "check", "--output=json", f);
+        var qemu = Cli.Qemu(dir.Path, "check", "--output=json", f);
+        Assert.Equal(qemu.Code, ours.Code);
+        Assert.Equal(qemu.Out, ours.Out);
+    }
+
+    [Fact]
+    public void CheckRepairLeaks_LeakingImage_RepairedAndQemuAgrees()
+    {
+        using var dir = new TempDir();
+        string f = MakePatched(dir, "l.qcow2", 0, 2);
+        var ours = Cli.Run(dir.Path, "check", "-r", "leaks", f);
+        Assert.Equal(0, ours.Code);
+        Assert.StartsWith("The following inconsistencies were found and repaired:\n\n    1 leaked clusters\n    0 corruptions\n", ours.Out);
+        Assert.Equal(0, Cli.Qemu(dir.Path, "check", f).Code);
+    }
+}
+
+public sealed class CliBehaviourTests
+{
+    [Fact]
+    public void Help_EveryCommand_ExitsZeroWithUsage()
+    {
+        using var dir = new TempDir();
+        var top = Cli.Run(dir.Path, "--help");
+        Assert.Equal(0, top.Code);
+        foreach (var name in new[] { "info", "create", "convert", "map", "compare", "measure", "check", "io", "bench", "demo" })
+        {
+            Assert.Contains("  " + name + " ", top.Out);
+            var r = Cli.Run(dir.Path, name, "--help");
+            Assert.Equal(0, r.Code);
+            Assert.StartsWith("usage: qcow2 " + name + " ", r.Out);
+        }
+    }
+
+    [Theory]
+    [InlineData("garbage")]
+    [InlineData("truncated")]
+    [InlineData("badclusterbits")]
+    public void Info_MalformedImage_OneLineErrorNoStackTrace(string kind)
+    {
+        using var dir = new TempDir();
+        Cli.QemuOk(dir.Path, "create", "-q", "-f", "qcow2", "m.qcow2", "1M");
+        var bytes = File.ReadAllBytes(dir.File("m.qcow2"));
+        switch (kind)
+        {
+            case "garbage": bytes.AsSpan(4, 100).Fill(0xff); break;
+            case "truncated": bytes = bytes[..40]; break;
+            default: bytes[23] = 40; break; // cluster_bits = 40
+        }
+        File.WriteAllBytes(dir.File("m.qcow2"), bytes);
+        foreach (var cmd in new[] { "info", "map", "check" })
+        {
+            var r = Cli.Run(dir.Path, cmd, "-f", "qcow2", "m.qcow2");
+            Assert.NotEqual(0, r.Code);
+            Assert.StartsWith("qcow2: ", r.Err);
+            Assert.Single(r.Err.TrimEnd('\n').Split('\n'));
+            Assert.DoesNotContain("   at ", r.Err);
+        }
+    }
+
+    [Fact]
+    public void Errors_MissingFileAndBadOption_OneLineAndQemuExitCodes()
+    {
+        using var dir = new TempDir();
+        var r = Cli.Run(dir.Path, "info", "nope.qcow2");
+        Assert.Equal(1, r.Code);
+        Assert.Equal("qcow2: Could not open 'nope.qcow2': No such file or directory\n", r.Err);
+        r = Cli.Run(dir.Path, "compare", "a", "b");
+        Assert.Equal(2, r.Code);
+        r = Cli.Run(dir.Path, "create", "-f", "qcow2", "x.qcow2", "12q");
+        Assert.Equal(1, r.Code);
+        Assert.StartsWith("qcow2: Invalid image size specified.", r.Err);
+        r = Cli.Run(dir.Path, "nosuchcommand");
+        Assert.Equal(1, r.Code);
+    }
+
+    [Fact]
+    public void CreateThenIo_WritesReadableByQemuIo()
+    {
+        using var dir = new TempDir();
+        var c = Cli.Run(dir.Path, "create", "-f", "qcow2", "-o", "cluster_size=4k", "n.qcow2", "16M");
+        Assert.Equal(0, c.Code);
+        Assert.Equal("Formatting 'n.qcow2', fmt=qcow2 cluster_size=4096 extended_l2=off compression_type=zlib size=16777216 lazy_refcounts=off refcount_bits=16\n", c.Out);
+        var io = Cli.Run(dir.Path, "io", "-c", "write -P 0x5a 1M 64k", "-c", "write -c -P 7 4M 4k", "-c", "read -P 0x5a 1M 64k", "-c", "read -P 1 1M 512", "n.qcow2");
+        Assert.Equal(1, io.Code); // the last read's pattern does not match
+        Assert.Contains("wrote 65536/65536 bytes at offset 1048576\n64 KiB, 1 ops; ", io.Out);
+        Assert.Contains("Pattern verification failed at offset 1048576, 512 bytes\n", io.Out);
+        Cli.QemuIo(dir.Path, "n.qcow2", "read -P 0x5a 1M 64k", "read -P 7 4M 4k", "read -P 0 0 1M");
+        Assert.Equal(0, Cli.Qemu(dir.Path, "check", "n.qcow2").Code);
+    }
+
+    [Fact]
+    public void Bench_SmallRun_PrintsQemuSummaryAndCacheStatistics()
+    {
+        using var dir = new TempDir();
+        Cli.QemuOk(dir.Path, "create", "-q", "-f", "qcow2", "b.qcow2", "16M");
+        var r = Cli.Run(dir.Path, "bench", "-w", "-c", "200", "-d", "4", "-s", "8k", "-o", "l2-cache-size=1M", "b.qcow2");
+        Assert.Equal(0, r.Code);
+        Assert.StartsWith("Sending 200 write requests, 8192 bytes each, 4 in parallel (starting at offset 0, step size 8192)\nRun completed in ", r.Out);
+        Assert.Contains("L2 cache: ", r.Out);
+        Assert.Equal(0, Cli.Qemu(dir.Path, "check", "b.qcow2").Code);
+    }
+
+    [Fact]
+    public void Demo_FreshDirectory_ExitsZero()
+    {
+        using var dir = new TempDir();
+        var r = Cli.Run(dir.Path, "demo");
+        Assert.True(r.Code == 0, r.Err + r.Out);
+        Assert.Contains("Images are identical.", r.Out);
+        Assert.Contains("No errors were found on the image.", r.Out);
+    }
+
+    [Fact]
+    public void Csproj_IsPackableAsQcow2Tool()
+    {
+        string dir = System.IO.Path.GetDirectoryName(ThisFile())!;
+        while (!File.Exists(System.IO.Path.Combine(dir, "Qcow2Toolkit.sln"))) dir = System.IO.Path.GetDirectoryName(dir)!;
+        string csproj = File.ReadAllText(System.IO.Path.Combine(dir, "src", "Qcow2.Cli", "Qcow2.Cli.csproj"));
+        Assert.Contains("<PackAsTool>true</PackAsTool>", csproj);
+        Assert.Contains("<ToolCommandName>qcow2</ToolCommandName>", csproj);
+        Assert.Contains("<AssemblyName>qcow2</AssemblyName>", csproj);
+    }
+
+    private static string ThisFile([System.Runtime.CompilerServices.CallerFilePath] string path = "") => path;
+}
