@@ -154,7 +154,7 @@ public sealed partial class Qcow2Image
         if (tail != 0 && _compressedTailGeneration == _freeGeneration)
         {
             long clusterEnd = (tail | (long)(_clusterSize - 1)) + 1;
-            if (clusterEnd - tail >= length)
+            if (clusterEnd - tail >= length && GetRefcount(tail >> _clusterBits) < _rc.MaxValue)
             {
                 AddToRefcount(tail >> _clusterBits, 1);
                 _compressedTail = tail + length == clusterEnd ? 0 : tail + length;

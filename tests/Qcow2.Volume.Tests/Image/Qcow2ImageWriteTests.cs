@@ -1,0 +1,314 @@
+using System.Buffers.Binary;
+using Qcow2.Spans;
+using Qcow2.Tests.Shared;
+using static Qcow2.Volume.Tests.Image.ImageTestKit;
+
+namespace Qcow2.Volume.Tests.Image;
+
+/// <summary>
+/// Writes checked against a byte model, then by qemu-img: <c>check</c> reports nothing and
+/// <c>compare</c> finds the model's content; then qemu-io writes into our image and we read its result.
+/// </summary>
+public sealed class Qcow2ImageWriteTests
+{
+    public static TheoryData<string, long> WriteMatrix() => new()
+    {
+        { "cluster_size=65536", 8 << 20 },
+        { "cluster_size=512", 2 << 20 },
+        { "cluster_size=4096,refcount_bits=1", 4 << 20 },
+        { "cluster_size=8192,refcount_bits=64", 4 << 20 },
+        { "compat=0.10", 4 << 20 },
+        { "compat=0.10,cluster_size=4096", 4 << 20 },
+        { "extended_l2=on", 8 << 20 },
+        { "extended_l2=on,cluster_size=16384", 4 << 20 },
+        { "compression_type=zstd", 4 << 20 },
+        { "lazy_refcounts=on", 4 << 20 },
+        { "cluster_size=2097152", 12 << 20 },
+        { "preallocation=metadata", 4 << 20 },
+        { "preallocation=falloc,cluster_size=4096", 2 << 20 },
+    };
+
+    [Theory]
+    [MemberData(nameof(WriteMatrix))]
+    public void Write_RandomOperations_QemuCheckCleanAndContentMatches(string options, long size)
+    {
+        using var dir = new TempDir();
+        string image = dir.File("w.qcow2");
+        QemuTools.Img("create", "-f", "qcow2", "-o", options, image, Inv(size));
+        var model = new byte[size];
+        int clusterSize;
+        using (var img = Qcow2Image.Open(image, Trusted))
+        {
+            clusterSize = img.Info.ClusterSize;
+            RandomOperations(img, model, new Random(Seed), 250, compressed: true);
+            AssertSameBytes(model, ReadAll(img), "before close");
+        }
+        AssertQemuCheckClean(image);
+        AssertQemuCompareEqual(dir, image, model);
+
+        // qemu-io writes into our image; we read its result.
+        QemuTools.Io(image, "qcow2", "write -P 0x99 12345 100000", "write -z 300000 70000", "discard 0 " + Inv(clusterSize));
+        using var reopened = Qcow2Image.Open(image, TrustedReadOnly);
+        AssertSameBytes(QemuRaw(dir, image), ReadAll(reopened), "after qemu-io");
+    }
+
+    /// <summary>Random writes of every size and alignment, zeroes (with and without unmap), discards, compressed clusters, flushes.</summary>
+    internal static void RandomOperations(Qcow2Image img, byte[] model, Random rng, int count, bool compressed, byte[]? discardReads = null)
+    {
+        int cs = img.Info.ClusterSize;
+        long size = img.Size;
+        for (int i = 0; i < count; i++)
+        {
+            int op = rng.Next(100);
+            long offset = RandomOffset(rng, size, cs);
+            int maxLen = (int)Math.Min(size - offset, rng.Next(3) == 0 ? 4 * cs + 1000 : Math.Max(2, cs / 2 + 700));
+            int len = rng.Next(1, Math.Max(2, maxLen + 1));
+            if (op < 60)
+            {
+                var data = new byte[len];
+                if (rng.Next(4) == 0) data.AsSpan().Fill((byte)rng.Next(256));
+                else rng.NextBytes(data);
+                if (rng.Next(2) == 0) img.Write(offset, data);
+                else img.WriteAsync(offset, data).AsTask().GetAwaiter().GetResult();
+                data.CopyTo(model, offset);
+            }
+            else if (op < 75)
+            {
+                img.WriteZeroes(offset, len, unmap: rng.Next(2) == 0);
+                model.AsSpan((int)offset, len).Clear();
+            }
+            else if (op < 87)
+            {
+                img.Discard(offset, len);
+                // Only whole clusters (subclusters) are released; they then read as zeros or as the backing file.
+                int granule = img.Info.ExtendedL2 ? cs / 32 : cs;
+                long start = (offset + granule - 1) / granule * granule;
+                long end = offset + len == size ? size : (offset + len) / granule * granule;
+                if (end > start)
+                {
+                    if (discardReads is null) model.AsSpan((int)start, (int)(end - start)).Clear();
+                    else discardReads.AsSpan((int)start, (int)(end - start)).CopyTo(model.AsSpan((int)start));
+                }
+            }
+            else if (op < 95 && compressed)
+            {
+                long c = rng.NextInt64(size / cs) * cs;
+                int n = (int)Math.Min(size - c, cs * (long)rng.Next(1, 3));
+                var data = new byte[n];
+                data.AsSpan().Fill((byte)rng.Next(256));
+                if (rng.Next(2) == 0) rng.NextBytes(data.AsSpan(0, n / 4));   // partly incompressible
+                img.WriteCompressed(c, data);
+                data.CopyTo(model, c);
+            }
+            else
+            {
+                img.Flush();
+            }
+        }
+    }
+
+    private static long RandomOffset(Random rng, long size, int cs) => rng.Next(3) switch
+    {
+        0 => rng.NextInt64(size / cs) * cs,                         // cluster aligned
+        1 => rng.NextInt64(size / 512) * 512,                       // sector aligned
+        _ => rng.NextInt64(size - 1),                               // anywhere
+    };
+
+    [Fact]
+    public void Write_ManyClustersWithSmallRefcountBlocks_GrowsRefcountTable()
+    {
+        using var dir = new TempDir();
+        string image = dir.File("grow.qcow2");
+        // 512-byte clusters with 64-bit refcounts: one block covers 64 clusters, the table 4096 clusters (2 MiB).
+        QemuTools.Img("create", "-f", "qcow2", "-o", "cluster_size=512,refcount_bits=64", image, "6M");
+        var model = new byte[6 << 20];
+        new Random(Seed).NextBytes(model);
+        using (var img = Qcow2Image.Open(image, Trusted))
+        {
+            for (int off = 0; off < model.Length; off += 96 * 1024)
+                img.Write(off, model.AsSpan(off, Math.Min(96 * 1024, model.Length - off)));
+        }
+        AssertQemuCheckClean(image);
+        AssertQemuCompareEqual(dir, image, model);
+    }
+
+    [Theory]
+    [InlineData("compat=1.1")]
+    [InlineData("compat=0.10")]
+    [InlineData("extended_l2=on")]
+    public void Write_OverBackingChain_CopiesOnWriteFromBacking(string options)
+    {
+        using var dir = new TempDir();
+        string baseImage = dir.File("base.qcow2");
+        QemuTools.Img("create", "-f", "qcow2", baseImage, "3M");
+        QemuTools.Io(baseImage, "qcow2", "write -P 0x5b 0 3M", "write -P 0x5c 100000 200000");
+        var baseContent = QemuRaw(dir, baseImage);
+        string top = dir.File("top.qcow2");
+        // An overlay larger than its backing file: the tail reads as zeros.
+        QemuTools.Img("create", "-f", "qcow2", "-o", options, "-b", "base.qcow2", "-F", "qcow2", top, "4M");
+        var model = new byte[4 << 20];
+        baseContent.CopyTo(model, 0);
+        // v3 discards read as zeros (zero flag); v2 ones as the backing file.
+        byte[]? discardReads = options == "compat=0.10" ? (byte[])model.Clone() : null;
+        using (var img = Qcow2Image.Open(top, Trusted))
+        {
+            RandomOperations(img, model, new Random(Seed + 1), 150, compressed: true, discardReads);
+            AssertSameBytes(model, ReadAll(img), "overlay");
+        }
+        AssertQemuCheckClean(top);
+        AssertQemuCompareEqual(dir, top, model);
+        AssertSameBytes(baseContent, QemuRaw(dir, baseImage), "base untouched");
+    }
+
+    [Theory]
+    [InlineData("cluster_size=65536")]
+    [InlineData("extended_l2=on")]
+    public void Write_ClustersSharedWithSnapshot_CopiesOnWriteAndKeepsSnapshot(string options)
+    {
+        using var dir = new TempDir();
+        string image = dir.File("snap.qcow2");
+        QemuTools.Img("create", "-f", "qcow2", "-o", options, image, "4M");
+        QemuTools.Io(image, "qcow2", "write -c -P 0x22 1048576 131072", "write -P 0x21 0 1M", "write -P 0x21 2M 2M");
+        QemuTools.Img("snapshot", "-c", "before", image);
+        var snapshotContent = QemuRaw(dir, image, snapshot: "before");
+        var model = (byte[])snapshotContent.Clone();
+        using (var img = Qcow2Image.Open(image, Trusted))
+        {
+            RandomOperations(img, model, new Random(Seed + 2), 150, compressed: true);
+            AssertSameBytes(model, ReadAll(img), "active");
+            using var snap = img.OpenSnapshot("before");
+            AssertSameBytes(snapshotContent, ReadAll(snap), "snapshot while open");
+        }
+        AssertQemuCheckClean(image);
+        AssertQemuCompareEqual(dir, image, model);
+        AssertSameBytes(snapshotContent, QemuRaw(dir, image, snapshot: "before"), "snapshot after close");
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Write_ExternalDataFile_QemuReadsIt(bool raw)
+    {
+        using var dir = new TempDir();
+        string image = dir.File("d.qcow2");
+        QemuTools.Img("create", "-f", "qcow2", "-o", $"data_file={dir.File("d.data")},data_file_raw={(raw ? "on" : "off")}", image, "4M");
+        var model = new byte[4 << 20];
+        using (var img = Qcow2Image.Open(image, Trusted))
+        {
+            RandomOperations(img, model, new Random(Seed + 3), 150, compressed: false, discardReads: raw ? model : null);
+            AssertSameBytes(model, ReadAll(img), "data file image");
+        }
+        AssertQemuCheckClean(image);
+        AssertQemuCompareEqual(dir, image, model);
+        if (raw) AssertSameBytes(model, File.ReadAllBytes(dir.File("d.data")), "raw data file");
+    }
+
+    [Fact]
+    public void Create_ThenWrite_QemuCheckClean()
+    {
+        using var dir = new TempDir();
+        string image = dir.File("ours.qcow2");
+        var model = new byte[3 << 20];
+        using (var img = Qcow2Image.Create(image, new Qcow2CreateOptions { Size = model.Length, ClusterSize = 4096, ExtendedL2 = false }))
+        {
+            RandomOperations(img, model, new Random(Seed + 4), 150, compressed: true);
+        }
+        AssertQemuCheckClean(image);
+        AssertQemuCompareEqual(dir, image, model);
+    }
+
+    [Fact]
+    public void Write_LazyRefcounts_DirtyWhileOpenCleanAfterClose()
+    {
+        using var dir = new TempDir();
+        string image = dir.File("lazy.qcow2");
+        QemuTools.Img("create", "-f", "qcow2", "-o", "lazy_refcounts=on", image, "1M");
+        using (var img = Qcow2Image.Open(image, Trusted))
+        {
+            img.Write(1000, new byte[] { 1, 2, 3 });
+            img.Flush();
+            Assert.Equal(1, ReadIncompatible(image) & 1);
+        }
+        Assert.Equal(0, ReadIncompatible(image) & 1);
+        AssertQemuCheckClean(image);
+    }
+
+    private static int ReadIncompatible(string image)
+    {
+        using var fs = new FileStream(image, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        var b = new byte[8];
+        fs.Position = 72;
+        fs.ReadExactly(b);
+        return (int)BinaryPrimitives.ReadUInt64BigEndian(b);
+    }
+
+    [Fact]
+    public void Write_L2EntryPointingAtMetadata_RefusedAndImageMarkedCorrupt()
+    {
+        using var dir = new TempDir();
+        string image = dir.File("o.qcow2");
+        QemuTools.Img("create", "-f", "qcow2", image, "1M");
+        QemuTools.Io(image, "qcow2", "write -P 1 0 64k");
+        var bytes = File.ReadAllBytes(image);
+        long l1 = (long)BinaryPrimitives.ReadUInt64BigEndian(bytes.AsSpan(40));
+        long l2 = (long)(BinaryPrimitives.ReadUInt64BigEndian(bytes.AsSpan((int)l1)) & L1Entry.OffsetMask);
+        // Point guest cluster 0 at the L1 table's cluster, COPIED: an in-place write would destroy it.
+        BinaryPrimitives.WriteUInt64BigEndian(bytes.AsSpan((int)l2), (ulong)l1 | (1UL << 63));
+        File.WriteAllBytes(image, bytes);
+        using (var img = Qcow2Image.Open(image, Trusted))
+        {
+            Assert.Throws<Qcow2CorruptImageException>(() => img.Write(0, new byte[512]));
+            Assert.True(img.IsReadOnly);
+            Assert.Throws<InvalidOperationException>(() => img.Write(0, new byte[512]));
+        }
+        Assert.Throws<Qcow2CorruptImageException>(() => Qcow2Image.Open(image, Trusted));
+        Assert.Equal(l1, (long)(BinaryPrimitives.ReadUInt64BigEndian(File.ReadAllBytes(image).AsSpan((int)l2)) & L1Entry.OffsetMask));
+    }
+
+    [Fact]
+    public void AsStream_WriteThenRead_RoundTrips()
+    {
+        using var dir = new TempDir();
+        string image = dir.File("s.qcow2");
+        QemuTools.Img("create", "-f", "qcow2", image, "1M");
+        var data = new byte[300_000];
+        new Random(Seed).NextBytes(data);
+        using (var img = Qcow2Image.Open(image, Trusted))
+        using (var stream = img.AsStream())
+        {
+            stream.Position = 12345;
+            stream.Write(data);
+            stream.Position = 12345;
+            var back = new byte[data.Length];
+            stream.ReadExactly(back);
+            Assert.Equal(data, back);
+            Assert.Throws<IOException>(() => stream.Write(new byte[(1 << 20) - 12345 - data.Length + 1]));
+        }
+        var expected = new byte[1 << 20];
+        data.CopyTo(expected, 12345);
+        AssertQemuCompareEqual(dir, image, expected);
+    }
+
+    [Fact]
+    public void ReadAndWrite_AllocatedClustersAfterWarmUp_AllocateNothing()
+    {
+        using var dir = new TempDir();
+        string image = dir.File("a.qcow2");
+        QemuTools.Img("create", "-f", "qcow2", image, "4M");
+        QemuTools.Io(image, "qcow2", "write -P 7 0 4M");
+        using var img = Qcow2Image.Open(image, Trusted);
+        var buffer = new byte[200_000];
+        for (int i = 0; i < 3; i++)
+        {
+            img.Read(i * 100_000, buffer);
+            img.Write(i * 100_000 + 7, buffer);
+        }
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 20; i++) img.Read(i * 150_000 % 3_000_000, buffer);
+        long readAllocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 20; i++) img.Write(i * 170_000 % 3_000_000 + 3, buffer.AsSpan(0, 100_000));
+        long writeAllocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.Equal((0L, 0L), (readAllocated, writeAllocated));
+    }
+}
