@@ -1,8 +1,8 @@
-using System.Buffers;
 using Qcow2.Cli.Framework;
 using Qcow2.Cli.Output;
 using Qcow2.Cli.Parsing;
 using Qcow2.Volume;
+using Qcow2.Volume.Operations;
 
 namespace Qcow2.Cli.Commands;
 
@@ -29,7 +29,7 @@ internal sealed class ConvertCommand : Command
         new OptionSpec('o', "options", true, "OPTIONS", "target creation options (as create -o)"),
         new OptionSpec('c', "compress", false, null, "write compressed clusters (qcow2 target)"),
         new OptionSpec('p', "progress", false, null, "show progress on a terminal"),
-        new OptionSpec('m', "parallel", true, "N", "parallel workers (default 8, 1 to 16)"),
+        new OptionSpec('m', "parallel", true, "N", "parallel workers (1 to 16; default the cores, at most 8)"),
         new OptionSpec('W', "out-of-order", false, null, "allow out-of-order writes (always done here)"),
         new OptionSpec('n', "no-create", false, null, "do not create the target; write into the existing one"),
         new OptionSpec('S', "sparse-size", true, "SIZE", "minimum zero run to skip (default 4k; 0 disables)"),
@@ -53,7 +53,8 @@ internal sealed class ConvertCommand : Command
         bool noCreate = args.Has("no-create");
         bool targetIsZero = args.Has("target-is-zero");
         if (targetIsZero && !noCreate) throw new UsageException("--target-is-zero requires use of -n flag");
-        int parallel = 8;
+        // qemu-img's default is 8 coroutines; here they are threads, so no more than the cores.
+        int parallel = Math.Clamp(Environment.ProcessorCount, 1, 8);
         if (args.Get("parallel") is { } m && (!int.TryParse(m, out parallel) || parallel < 1 || parallel > 16))
             throw new UsageException("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
         long sparse = 4096;
@@ -123,10 +124,17 @@ internal sealed class ConvertCommand : Command
 
             // A freshly created target reads as zeroes unless it has a backing file.
             bool targetReadsZero = (fresh && !hasTargetBacking) || targetIsZero;
-            var job = new ConvertJob(inputs, targetImage, compress, sparse, targetReadsZero, hasTargetBacking, parallel);
             using (var bar = ProgressBar.Create(context, args.Has("progress") && !args.Has("quiet"), total, "convert"))
             {
-                job.Run(bar);
+                ImageConverter.Convert(inputs, targetImage, new ConvertOptions
+                {
+                    Compress = compress,
+                    SparseSize = sparse,
+                    TargetIsZero = targetReadsZero,
+                    TargetHasBacking = hasTargetBacking,
+                    Parallelism = parallel,
+                    Progress = bar.AsFraction(),
+                });
             }
             targetImage.Flush();
             return ExitCodes.Success;
@@ -136,160 +144,5 @@ internal sealed class ConvertCommand : Command
             targetImage?.Dispose();
             for (int i = opened.Count - 1; i >= 0; i--) opened[i].Dispose();
         }
-    }
-}
-
-/// <summary>
-/// The copy loop of convert: the target range is cut into chunks (a cluster when compressing,
-/// else 1 MiB), and <c>-m</c> workers copy chunks in parallel. A chunk that the sources report as
-/// zeroes is skipped when the target already reads as zeroes, else zero-written; data is read,
-/// scanned for zero runs of at least the sparse size, and the rest written (or compressed).
-/// </summary>
-internal sealed class ConvertJob
-{
-    private readonly IReadOnlyList<IDiskImage> _sources;
-    private readonly long[] _starts;
-    private readonly IDiskImage _target;
-    private readonly bool _compress;
-    private readonly long _sparse;
-    private readonly bool _targetReadsZero;
-    private readonly bool _onlyTopLayer;
-    private readonly int _parallel;
-    private readonly int _chunk;
-    private readonly long _total;
-
-    public ConvertJob(IReadOnlyList<IDiskImage> sources, IDiskImage target, bool compress, long sparse,
-        bool targetReadsZero, bool onlyTopLayer, int parallel)
-    {
-        _sources = sources;
-        _starts = new long[sources.Count];
-        long pos = 0;
-        for (int i = 0; i < sources.Count; i++) { _starts[i] = pos; pos += sources[i].Size; }
-        _total = pos;
-        _target = target;
-        _compress = compress;
-        _sparse = sparse;
-        _targetReadsZero = targetReadsZero;
-        _onlyTopLayer = onlyTopLayer;
-        _parallel = parallel;
-        _chunk = compress && target is Qcow2Image q ? q.Info.ClusterSize : 1 << 20;
-    }
-
-    public void Run(ProgressBar progress)
-    {
-        long chunks = (_total + _chunk - 1) / _chunk;
-        var po = new ParallelOptions { MaxDegreeOfParallelism = _parallel };
-        Parallel.For(0L, chunks, po, () => ArrayPool<byte>.Shared.Rent(_chunk), (index, _, buffer) =>
-        {
-            long start = index * _chunk;
-            int length = (int)Math.Min(_chunk, _total - start);
-            CopyChunk(start, length, buffer);
-            progress.Advance(length);
-            return buffer;
-        }, buffer => ArrayPool<byte>.Shared.Return(buffer));
-    }
-
-    private void CopyChunk(long start, int length, byte[] buffer)
-    {
-        var span = buffer.AsSpan(0, length);
-        // Status of the chunk across the sources: all zero? anything to copy at all?
-        bool allZero = true;
-        bool anyToCopy = false;
-        for (long pos = start; pos < start + length;)
-        {
-            int si = SourceIndex(pos);
-            var src = _sources[si];
-            long local = pos - _starts[si];
-            long avail = Math.Min(start + length - pos, src.Size - local);
-            var st = src.GetBlockStatus(local, avail);
-            long len = Math.Clamp(st.Length, 1, avail);
-            bool zero = (st.Flags & BlockStatusFlags.Zero) != 0;
-            bool inTop = (st.Flags & BlockStatusFlags.Allocated) != 0 && st.Depth == 0;
-            if (!_onlyTopLayer || inTop)
-            {
-                anyToCopy = true;
-                if (!zero) allZero = false;
-            }
-            pos += len;
-        }
-        if (!anyToCopy) return;
-        if (allZero && !_onlyTopLayer)
-        {
-            if (!_targetReadsZero) _target.WriteZeroes(start, length);
-            return;
-        }
-
-        ReadSources(start, span);
-        if (_compress)
-        {
-            if (span.IndexOfAnyExcept((byte)0) < 0)
-            {
-                if (!_targetReadsZero || _onlyTopLayer) _target.WriteZeroes(start, length);
-                return;
-            }
-            if (length == _chunk)
-            {
-                ((Qcow2Image)_target).WriteCompressed(start, span);
-                return;
-            }
-            // The last partial cluster cannot be compressed: write it plainly.
-            _target.Write(start, span);
-            return;
-        }
-        WriteSparse(start, span);
-    }
-
-    /// <summary>Writes the data, leaving out zero runs of at least the sparse size.</summary>
-    private void WriteSparse(long start, ReadOnlySpan<byte> data)
-    {
-        bool skipZeroes = _targetReadsZero && !_onlyTopLayer;
-        if (_sparse == 0)
-        {
-            _target.Write(start, data);
-            return;
-        }
-        int block = (int)Math.Min(_sparse, data.Length);
-        int pos = 0;
-        while (pos < data.Length)
-        {
-            // A run of blocks that are all zero, or not.
-            int n = Math.Min(block, data.Length - pos);
-            bool zero = data.Slice(pos, n).IndexOfAnyExcept((byte)0) < 0;
-            int runStart = pos;
-            pos += n;
-            while (pos < data.Length)
-            {
-                int m = Math.Min(block, data.Length - pos);
-                bool z = data.Slice(pos, m).IndexOfAnyExcept((byte)0) < 0;
-                if (z != zero) break;
-                pos += m;
-            }
-            var run = data[runStart..pos];
-            if (!zero) _target.Write(start + runStart, run);
-            else if (!skipZeroes) _target.WriteZeroes(start + runStart, run.Length);
-        }
-    }
-
-    private void ReadSources(long start, Span<byte> destination)
-    {
-        long pos = start;
-        int done = 0;
-        while (done < destination.Length)
-        {
-            int si = SourceIndex(pos);
-            var src = _sources[si];
-            long local = pos - _starts[si];
-            int n = (int)Math.Min(destination.Length - done, src.Size - local);
-            src.Read(local, destination.Slice(done, n));
-            done += n;
-            pos += n;
-        }
-    }
-
-    private int SourceIndex(long pos)
-    {
-        for (int i = _starts.Length - 1; i >= 0; i--)
-            if (pos >= _starts[i] && _sources[i].Size > 0) return i;
-        return 0;
     }
 }

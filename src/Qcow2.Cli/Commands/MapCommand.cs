@@ -2,6 +2,7 @@ using Qcow2.Cli.Framework;
 using Qcow2.Cli.Output;
 using Qcow2.Cli.Parsing;
 using Qcow2.Volume;
+using Qcow2.Volume.Operations;
 
 namespace Qcow2.Cli.Commands;
 
@@ -29,9 +30,10 @@ internal sealed class MapCommand : Command
         long maxLength = args.Get("max-length") is { } l ? SizeParser.ParseSize(l, "length") : long.MaxValue;
         string path = args.Positionals[0];
         using var image = ImageOpener.Open(path, args.Get("format"), readOnly: true);
-        long end = image.Size;
-        if (maxLength < end - start) end = start + maxLength;
-        var merged = MapFormatter.Merge(Walk(image, path, start, end));
+        if (start > image.Size) start = image.Size;
+        var hostNames = HostNames(image, path);
+        IEnumerable<Output.MapEntry> merged = ImageMapper.Map(image, start, maxLength == long.MaxValue ? -1 : maxLength)
+            .Select(e => ToEntry(e, hostNames));
         if (json)
         {
             context.Out.Write(MapFormatter.Json(merged));
@@ -44,22 +46,6 @@ internal sealed class MapCommand : Command
             if (line is not null) context.Out.Write(line);
         }
         return ExitCodes.Success;
-    }
-
-    /// <summary>Block status extents from <paramref name="start"/> to <paramref name="end"/>, unmerged.</summary>
-    internal static IEnumerable<MapEntry> Walk(IDiskImage image, string path, long start, long end)
-    {
-        var hostNames = HostNames(image, path);
-        long offset = Math.Max(0, start);
-        while (offset < end)
-        {
-            var st = image.GetBlockStatus(offset, end - offset);
-            long length = Math.Min(st.Length, end - offset);
-            if (length <= 0)
-                throw new CommandFailedException($"block status returned an empty extent at offset {offset}");
-            yield return ToEntry(st, offset, length, hostNames);
-            offset += length;
-        }
     }
 
     /// <summary>
@@ -89,23 +75,8 @@ internal sealed class MapCommand : Command
         return names;
     }
 
-    internal static MapEntry ToEntry(BlockStatus st, long offset, long length, IReadOnlyList<string> hostNames)
-    {
-        var f = st.Flags;
-        bool allocated = (f & BlockStatusFlags.Allocated) != 0;
-        bool compressed = (f & BlockStatusFlags.Compressed) != 0;
-        long? host = st.HostOffset >= 0 && !compressed ? st.HostOffset + (offset - st.Offset) : null;
-        // The library reports a range found nowhere in the chain with Depth = chain length;
-        // qemu-img shows the depth of the last image it looked at, and such ranges read as zeroes.
-        int depth = allocated ? st.Depth : Math.Max(0, st.Depth - 1);
-        bool zero = !allocated || (f & BlockStatusFlags.Zero) != 0;
-        string? file = depth < hostNames.Count ? hostNames[depth] : st.HostFile;
-        return new MapEntry(
-            offset, length, depth,
-            Present: allocated,
-            Zero: zero,
-            Data: (f & BlockStatusFlags.Data) != 0,
-            Offset: host,
-            Filename: file);
-    }
+    /// <summary>The library's extent with the host file named as qemu-img names it.</summary>
+    internal static Output.MapEntry ToEntry(Volume.Operations.MapEntry e, IReadOnlyList<string> hostNames) =>
+        new(e.Start, e.Length, e.Depth, e.Present, e.Zero, e.Data, e.Offset,
+            e.Depth < hostNames.Count ? hostNames[e.Depth] : e.Filename);
 }

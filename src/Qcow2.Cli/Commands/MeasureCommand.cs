@@ -2,6 +2,7 @@ using Qcow2.Cli.Framework;
 using Qcow2.Cli.Output;
 using Qcow2.Cli.Parsing;
 using Qcow2.Volume;
+using Qcow2.Volume.Operations;
 
 namespace Qcow2.Cli.Commands;
 

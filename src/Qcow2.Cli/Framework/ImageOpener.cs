@@ -49,9 +49,7 @@ internal static class ImageOpener
     {
         RequireExists(path);
         format = format is null ? Probe(path) : CheckFormat(format);
-        return format == "qcow2"
-            ? Qcow2Image.Open(path, TrustedOptions(readOnly, qcow2Options))
-            : RawImage.Open(path, readOnly);
+        return DiskImage.Open(path, format, new DiskOpenOptions { ReadOnly = readOnly, Qcow2 = TrustedOptions(readOnly, qcow2Options) });
     }
 
     /// <summary>Bytes the file occupies on disk (st_blocks * 512), or null when unknown.</summary>

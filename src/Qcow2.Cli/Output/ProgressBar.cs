@@ -94,6 +94,15 @@ internal sealed class ProgressBar : IDisposable
         return sb.ToString();
     }
 
+    /// <summary>An <see cref="IProgress{T}"/> taking the completed fraction (0 to 1) of the total, or null when silent.</summary>
+    public IProgress<double>? AsFraction() =>
+        _writer is null ? null : new FractionProgress(this);
+
+    private sealed class FractionProgress(ProgressBar bar) : IProgress<double>
+    {
+        public void Report(double value) => bar.Report((long)(Math.Clamp(value, 0, 1) * bar._total));
+    }
+
     /// <summary>Draws the final state and ends the line.</summary>
     public void Dispose()
     {
