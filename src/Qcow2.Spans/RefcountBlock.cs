@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace Qcow2.Spans;
 
@@ -135,33 +136,65 @@ internal static class RefcountCodec
         }
     }
 
-    // Sub-byte widths: scan 64 bits at a time. For each field, fold its bits into its lowest
-    // bit (OR of the field shifted right by 0..width-1), so a field is zero exactly when its
-    // lowest bit is clear in the folded word; shifts below the width never mix two fields.
+    // Sub-byte widths. For 1-bit entries a byte holding a free entry is simply a byte that is
+    // not 0xFF. For 2- and 4-bit entries, fold each field's bits into its lowest bit (OR of the
+    // word shifted right by 0..width-1; shifts below the width never mix two fields), so a field
+    // is zero exactly when its lowest bit is clear in the folded word. Whole vectors are checked
+    // first and the first hit is located with the scalar 64-bit form.
     private static int IndexOfZeroPacked(ReadOnlySpan<byte> data, int order, int start, int count)
     {
         int perByteShift = 3 - order;
-        ulong lowBits = order switch { 0 => ulong.MaxValue, 1 => 0x5555_5555_5555_5555UL, _ => 0x1111_1111_1111_1111UL };
-        // Head: entries up to the next 8-byte boundary, one by one.
-        int entriesPerWord = 64 >> order;
+        int entriesPerByte = 1 << perByteShift;
         int i = start;
-        int headEnd = Math.Min(count, (start + entriesPerWord - 1) & ~(entriesPerWord - 1));
+        // Head: entries up to the next byte boundary, one by one.
+        int headEnd = Math.Min(count, (start + entriesPerByte - 1) & ~(entriesPerByte - 1));
         for (; i < headEnd; i++)
             if (Get(data, order, i) == 0) return i;
-        while (i + entriesPerWord <= count)
+        if (i >= count) return -1;
+        int firstByte = i >> perByteShift;
+        if (order == 0)
         {
-            ulong w = BinaryPrimitives.ReadUInt64LittleEndian(data.Slice(i >> perByteShift, 8));
-            ulong folded = order switch
-            {
-                0 => w,
-                1 => w | (w >> 1),
-                _ => w | (w >> 1) | (w >> 2) | (w >> 3),
-            };
-            ulong zeroFields = ~folded & lowBits;
-            if (zeroFields != 0) return i + (BitOperations.TrailingZeroCount(zeroFields) >> order);
-            i += entriesPerWord;
+            int b = data[firstByte..].IndexOfAnyExcept((byte)0xFF);
+            return b < 0 ? -1 : ((firstByte + b) << 3) + BitOperations.TrailingZeroCount(~(uint)data[firstByte + b]);
         }
-        for (; i < count; i++)
+        ulong lowBits = order == 1 ? 0x5555_5555_5555_5555UL : 0x1111_1111_1111_1111UL;
+        int pos = firstByte;
+        // The vector checks read lanes in native order; the fold assumes little-endian lanes.
+        if (Vector256.IsHardwareAccelerated && BitConverter.IsLittleEndian)
+        {
+            var low = Vector256.Create(lowBits);
+            while (pos + Vector256<byte>.Count <= data.Length)
+            {
+                var w = Vector256.Create(data.Slice(pos, Vector256<byte>.Count)).AsUInt64();
+                var folded = order == 1
+                    ? w | Vector256.ShiftRightLogical(w, 1)
+                    : w | Vector256.ShiftRightLogical(w, 1) | Vector256.ShiftRightLogical(w, 2) | Vector256.ShiftRightLogical(w, 3);
+                if ((folded & low) != low) break;
+                pos += Vector256<byte>.Count;
+            }
+        }
+        else if (Vector128.IsHardwareAccelerated && BitConverter.IsLittleEndian)
+        {
+            var low = Vector128.Create(lowBits);
+            while (pos + Vector128<byte>.Count <= data.Length)
+            {
+                var w = Vector128.Create(data.Slice(pos, Vector128<byte>.Count)).AsUInt64();
+                var folded = order == 1
+                    ? w | Vector128.ShiftRightLogical(w, 1)
+                    : w | Vector128.ShiftRightLogical(w, 1) | Vector128.ShiftRightLogical(w, 2) | Vector128.ShiftRightLogical(w, 3);
+                if ((folded & low) != low) break;
+                pos += Vector128<byte>.Count;
+            }
+        }
+        while (pos + 8 <= data.Length)
+        {
+            ulong w = BinaryPrimitives.ReadUInt64LittleEndian(data.Slice(pos, 8));
+            ulong folded = order == 1 ? w | (w >> 1) : w | (w >> 1) | (w >> 2) | (w >> 3);
+            ulong zeroFields = ~folded & lowBits;
+            if (zeroFields != 0) return (pos << perByteShift) + (BitOperations.TrailingZeroCount(zeroFields) >> order);
+            pos += 8;
+        }
+        for (i = pos << perByteShift; i < count; i++)
             if (Get(data, order, i) == 0) return i;
         return -1;
     }

@@ -143,7 +143,8 @@ public class RefcountBlockTests
                   from density in Gen.Choose(0, 40)
                   from start in Gen.Choose(0, 1 << 20)
                   from minLength in Gen.Choose(1, 300)
-                  select (bytes, seed, density, start, minLength);
+                  from dense in Gen.Elements(false, true)
+                  select (bytes, seed, density, start, minLength, dense);
         Props.Check(gen, t =>
         {
             var data = new byte[t.bytes];
@@ -152,18 +153,43 @@ public class RefcountBlockTests
             var rnd = new Random(t.seed);
             var model = new ulong[count];
             ulong max = Max(order);
-            for (int i = 0; i < count; i++)
+            if (t.dense)
             {
-                if (rnd.Next(1000) < t.density)
+                // Mostly used, with a few short free runs: the allocator's usual situation.
+                for (int i = 0; i < count; i++)
                 {
-                    // A used run of a few entries with random non-zero values.
-                    int len = rnd.Next(1, 5);
-                    for (int j = i; j < Math.Min(count, i + len); j++)
+                    model[i] = 1 + (ulong)rnd.NextInt64() % max;
+                    block.TrySet(i, model[i]);
+                }
+                for (int i = 0; i < count; i++)
+                {
+                    if (rnd.Next(1000) < t.density / 4)
                     {
-                        model[j] = 1 + (ulong)rnd.NextInt64() % max;
-                        block.TrySet(j, model[j]);
+                        int len = rnd.Next(1, 80);
+                        for (int j = i; j < Math.Min(count, i + len); j++)
+                        {
+                            model[j] = 0;
+                            block.TrySet(j, 0);
+                        }
+                        i += len;
                     }
-                    i += len;
+                }
+            }
+            else
+            {
+                for (int i = 0; i < count; i++)
+                {
+                    if (rnd.Next(1000) < t.density)
+                    {
+                        // A used run of a few entries with random non-zero values.
+                        int len = rnd.Next(1, 5);
+                        for (int j = i; j < Math.Min(count, i + len); j++)
+                        {
+                            model[j] = 1 + (ulong)rnd.NextInt64() % max;
+                            block.TrySet(j, model[j]);
+                        }
+                        i += len;
+                    }
                 }
             }
             int start = t.start % (count + 1);
@@ -200,7 +226,7 @@ public class RefcountBlockTests
             while (trailing < count && model[count - 1 - trailing] == 0) trailing++;
             Assert.Equal(trailing, block.TrailingFreeCount());
             Assert.Equal(model.Count(v => v != 0), block.CountNonZero());
-        }, cases: 150);
+        }, cases: 250);
     }
 
     [Theory]
