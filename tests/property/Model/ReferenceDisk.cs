@@ -121,7 +121,7 @@ internal sealed class ReferenceDisk
             _uncertain.TryGetValue(o / ChunkSize, out var uncertain);
             if (uncertain is { Count: 0 }) uncertain = null;
             ReadChunkPart(o, expected.AsSpan(0, n), 0);
-            if (uncertain is null && ignore is null && part.SequenceEqual(expected.AsSpan(0, n)))
+            if (uncertain is null && part.SequenceEqual(expected.AsSpan(0, n)))
             {
                 done += n;
                 continue;
