@@ -19,6 +19,7 @@ internal sealed class ProgressBar : IDisposable
     private long _done;
     private long _lastDrawTicks = long.MinValue;
     private bool _drawn;
+    private long _lastDrawnDone = -1;
 
     /// <param name="writer">Where to draw, or null for a silent bar.</param>
     /// <param name="total">Units of work (bytes) in total.</param>
@@ -65,6 +66,7 @@ internal sealed class ProgressBar : IDisposable
         long now = _clock.ElapsedTicks;
         if (!force && _lastDrawTicks != long.MinValue && now - _lastDrawTicks < Stopwatch.Frequency / 10) return;
         _lastDrawTicks = now;
+        _lastDrawnDone = _done;
         _writer!.Write("\r" + Render(_done, _total, _clock.Elapsed, _label));
         _writer.Flush();
         _drawn = true;
@@ -110,7 +112,7 @@ internal sealed class ProgressBar : IDisposable
         lock (_gate)
         {
             if (_total > 0) _done = Math.Max(_done, _total);
-            MaybeDraw(force: true);
+            if (_done != _lastDrawnDone) MaybeDraw(force: true);
             if (_drawn) _writer.Write("\n");
             _writer.Flush();
         }
