@@ -38,7 +38,11 @@ public sealed partial class Qcow2Image
                 $"The refcount of cluster {clusterIndex} would drop below zero.");
         }
         _refCache.MarkDirty(slot);
-        if (value == 0 && clusterIndex < _freeClusterHint) _freeClusterHint = clusterIndex;
+        if (value == 0)
+        {
+            _metadataClusters.Remove(clusterIndex);
+            if (clusterIndex < _freeClusterHint) _freeClusterHint = clusterIndex;
+        }
     }
 
     /// <summary>The host offset of the refcount block covering <paramref name="clusterIndex"/>, allocating it (and growing the table) when needed.</summary>

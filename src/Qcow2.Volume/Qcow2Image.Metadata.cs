@@ -33,6 +33,12 @@ public sealed partial class Qcow2Image
     private bool _dirtyBitSetByUs;
     private volatile bool _dataWrittenSinceSync;
 
+    /// <summary>Reads and writes whose host mapping may still be in use (see <see cref="FlushMetadataLocked"/>).</summary>
+    private int _activeDataIo;
+
+    /// <summary>Frees queued before an intermediate flush is forced.</summary>
+    private const int MaxPendingFrees = 4096;
+
     /// <summary>Things done once when an image is opened for writing.</summary>
     private void PrepareForWriting()
     {
@@ -255,7 +261,12 @@ public sealed partial class Qcow2Image
     }
 
     /// <summary>Writes every metadata change back in the crash-safe order and makes it durable (caller holds the lock).</summary>
-    private void FlushMetadataLocked()
+    /// <param name="ownDataIo">Data operations of the caller itself that are counted in <see cref="_activeDataIo"/>.</param>
+    /// <remarks>
+    /// Freed clusters become reusable only when no read or write that might have mapped them
+    /// before they were unreferenced is still running; otherwise they stay queued for a later flush.
+    /// </remarks>
+    private void FlushMetadataLocked(int ownDataIo = 0)
     {
         PersistDataAndRefcounts();
         if (_l2Cache.HasDirty)
@@ -270,7 +281,7 @@ public sealed partial class Qcow2Image
             _l1DirtyEnd = -1;
             _file.Flush();
         }
-        if (_pendingFrees.Count > 0)
+        if (_pendingFrees.Count > 0 && Volatile.Read(ref _activeDataIo) <= ownDataIo)
         {
             // The references are gone from the disk: now the clusters may be freed and reused.
             foreach (var (cluster, count) in _pendingFrees)

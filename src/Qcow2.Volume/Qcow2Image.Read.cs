@@ -55,6 +55,21 @@ public sealed partial class Qcow2Image
     internal async ValueTask ReadCoreAsync<TIo>(long offset, Memory<byte> destination, CancellationToken ct)
         where TIo : IIoAdapter
     {
+        // Counted so that freed clusters are not reused while a read that mapped them runs.
+        Interlocked.Increment(ref _activeDataIo);
+        try
+        {
+            await ReadMappedAsync<TIo>(offset, destination, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _activeDataIo);
+        }
+    }
+
+    private async ValueTask ReadMappedAsync<TIo>(long offset, Memory<byte> destination, CancellationToken ct)
+        where TIo : IIoAdapter
+    {
         while (!destination.IsEmpty)
         {
             var ext = MapExtent(offset, destination.Length, forStatus: false);

@@ -91,6 +91,21 @@ public sealed partial class Qcow2Image
     private async ValueTask WriteCoreAsync<TIo>(long offset, ReadOnlyMemory<byte> source, CancellationToken ct)
         where TIo : IIoAdapter
     {
+        // Counted so that freed clusters are not reused while an in-place write into them runs.
+        Interlocked.Increment(ref _activeDataIo);
+        try
+        {
+            await WritePlannedAsync<TIo>(offset, source, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _activeDataIo);
+        }
+    }
+
+    private async ValueTask WritePlannedAsync<TIo>(long offset, ReadOnlyMemory<byte> source, CancellationToken ct)
+        where TIo : IIoAdapter
+    {
         while (!source.IsEmpty)
         {
             WritePlan plan;
@@ -341,7 +356,7 @@ public sealed partial class Qcow2Image
         {
             ReleaseReservation(plan.GuestCluster, plan.Count, plan.Reservation!);
         }
-        if (_pendingFrees.Count > 4096) FlushMetadataLocked();
+        if (_pendingFrees.Count > MaxPendingFrees && Volatile.Read(ref _activeDataIo) <= 1) FlushMetadataLocked(ownDataIo: 1);
     }
 
     /// <summary>Writes one L2 entry through the cache and marks its slice dirty (caller holds the lock).</summary>

@@ -113,7 +113,7 @@ public sealed partial class Qcow2Image
         }
         lock (_meta)
         {
-            if (_pendingFrees.Count > 4096) FlushMetadataLocked();
+            if (_pendingFrees.Count > MaxPendingFrees && Volatile.Read(ref _activeDataIo) == 0) FlushMetadataLocked();
         }
     }
 
