@@ -25,20 +25,23 @@ internal sealed class ChainStatus : IDisposable
 {
     private readonly IDiskImage _image;
     private readonly long[] _layerSizes;
+    private readonly IDiskImage[] _layers;
     private readonly bool _probeHoles;
     private readonly Dictionary<string, FileStorage?> _hostFiles = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, bool> _preallocated = new(StringComparer.Ordinal);
 
     public ChainStatus(IDiskImage image, bool probeHoles = true)
     {
         _image = image;
         _probeHoles = probeHoles;
-        var sizes = new List<long>();
+        var layers = new List<IDiskImage>();
         for (IDiskImage? layer = image; layer is not null; layer = (layer as Qcow2Image)?.Backing)
         {
-            sizes.Add(layer.Size);
-            if (sizes.Count > 4096) break; // the image bounded its own chain; this only guards the walk
+            layers.Add(layer);
+            if (layers.Count > 4096) break; // the image bounded its own chain; this only guards the walk
         }
-        _layerSizes = [.. sizes];
+        _layers = [.. layers];
+        _layerSizes = [.. layers.Select(l => l.Size)];
     }
 
     /// <summary>The extent starting at <paramref name="offset"/>, at most <paramref name="maxLength"/> long (and inside the image).</summary>
@@ -61,24 +64,57 @@ internal sealed class ChainStatus : IDisposable
                 depth++;
                 length = Math.Min(length, _layerSizes[depth] - offset);
             }
-            return new ChainExtent(offset, length, false, true, false, false, depth, -1, null);
+            // An unallocated subcluster of an allocated cluster keeps its host offset (top layer only).
+            long unallocatedHost = depth == 0 ? s.HostOffset : -1;
+            return new ChainExtent(offset, length, false, true, false, false, depth, unallocatedHost,
+                unallocatedHost >= 0 ? s.HostFile : null);
         }
 
         long host = compressed ? -1 : s.HostOffset;
-        if (_probeHoles && data && !zero && host >= 0 && s.HostFile is { } file && Probe(file) is { } storage)
+        if (_probeHoles && data && !zero && host >= 0 && s.HostFile is { } file && ShouldProbe(s.Depth, file) is { } storage)
         {
+            bool raw = s.Depth < _layers.Length && _layers[s.Depth] is not Qcow2Image;
             long fileLength = storage.Length;
             if (host >= fileLength)
             {
                 zero = true;
+                if (raw) data = false;
             }
             else if (RawImage.TryProbeHoles(storage, host, fileLength, out bool isData, out long runEnd))
             {
                 length = Math.Min(length, Math.Max(1, runEnd - host));
-                if (!isData) zero = true;
+                if (!isData)
+                {
+                    zero = true;
+                    // A raw layer is its file: a hole is zero and not data. A qcow2 data cluster in a
+                    // hole stays data (QEMU adds the zero flag to it).
+                    if (raw) data = false;
+                }
             }
         }
         return new ChainExtent(offset, length, data, zero, allocated, compressed, s.Depth, host, s.HostFile);
+    }
+
+    /// <summary>
+    /// The host file to ask about holes, when QEMU would ask: always for a raw layer (its driver
+    /// forwards block status to the file), for a qcow2 layer only when the image looks
+    /// metadata-preallocated (QEMU's heuristic: clearly more clusters in use than the file occupies
+    /// on disk), and never for an external data file.
+    /// </summary>
+    private FileStorage? ShouldProbe(int depth, string file)
+    {
+        if (depth >= _layers.Length) return null;
+        var layer = _layers[depth];
+        if (layer is not Qcow2Image q) return Probe(file);
+        if (q.Info.DataFile is not null) return null;
+        var storage = Probe(file);
+        if (storage is null) return null;
+        if (!_preallocated.TryGetValue(file, out bool pre))
+        {
+            pre = MetadataPreallocation.Detect(storage);
+            _preallocated[file] = pre;
+        }
+        return pre ? storage : null;
     }
 
     private FileStorage? Probe(string path)

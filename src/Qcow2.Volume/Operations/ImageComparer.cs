@@ -86,7 +86,7 @@ public static class ImageComparer
                 var s1 = status1.Get(offset, common - offset);
                 var s2 = status2.Get(offset, common - offset);
                 long chunk = Math.Min(s1.Length, s2.Length);
-                if (options.Strict && (s1.Allocated != s2.Allocated || s1.Data != s2.Data || s1.Zero != s2.Zero))
+                if (options.Strict && StrictStatus(s1, size1) != StrictStatus(s2, size2))
                     return new CompareResult(CompareDifference.BlockStatus, offset, false,
                         string.Create(CultureInfo.InvariantCulture, $"Strict mode: Offset {offset} block status mismatch!\n"));
                 if (s1.Zero && s2.Zero)
@@ -149,6 +149,15 @@ public static class ImageComparer
             ArrayPool<byte>.Shared.Return(buf2);
         }
     }
+
+    /// <summary>
+    /// The parts of QEMU's block status word that -s compares: data, zero, allocated, whether a host
+    /// offset is known, and whether the extent reaches the end of its image (QEMU's EOF bit, which
+    /// makes an extent running to the end differ from a shorter one with the same content).
+    /// </summary>
+    private static int StrictStatus(in ChainExtent e, long imageSize) =>
+        (e.Data ? 1 : 0) | (e.Zero ? 2 : 0) | (e.Allocated ? 4 : 0) | (e.HostOffset >= 0 ? 8 : 0)
+        | (e.Offset + e.Length == imageSize ? 16 : 0);
 
     // qemu-img warns about the sizes only once it has compared the common part.
     private static CompareResult Different(CompareDifference kind, long offset, bool sizesDiffer, bool warned) =>
