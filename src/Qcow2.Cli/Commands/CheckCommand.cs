@@ -53,7 +53,7 @@ internal sealed class CheckCommand : Command
 
         context.Out.Flush();
         foreach (var finding in result.Findings)
-            context.Error.Write(finding.Message.ReplaceLineEndings(" ") + "\n");
+            context.Error.Write(FindingLine(finding) + "\n");
 
         if (result.FailureMessage is not null)
             throw new CommandFailedException("Check failed: " + result.FailureMessage, ExitCodes.CheckFailed);
@@ -87,5 +87,15 @@ internal sealed class CheckCommand : Command
             }
         }
         return report.ExitCode;
+    }
+
+    /// <summary>A finding as qemu-img check words it on stderr: "ERROR ..." for corruptions, "Leaked cluster ..." for leaks, "Repairing ..." for what was fixed.</summary>
+    internal static string FindingLine(CheckFinding f)
+    {
+        string message = f.Message.ReplaceLineEndings(" ");
+        if (f.Kind == CheckFindingKind.Information) return message;
+        if (f.Repaired) return "Repairing " + message;
+        if (f.Kind == CheckFindingKind.Leak) return message;
+        return "ERROR " + message;
     }
 }
