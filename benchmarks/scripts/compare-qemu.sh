@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Side-by-side timings of qemu-img and our qcow2 command on the same machine, in one run.
+# Each measurement is the median wall time of RUNS runs (default 3), with the page cache warm
+# (the inputs were just written): it compares CPU and I/O path efficiency, not the disk.
+#
+#   bash benchmarks/scripts/compare-qemu.sh [SIZE_MIB] [RUNS]
+#
+# Prints a Markdown table: operation, qemu-img seconds, qcow2 seconds, ratio (qcow2 / qemu-img).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SIZE_MIB=${1:-1024}
+RUNS=${2:-3}
+command -v qemu-img >/dev/null || { echo "qemu-img is needed (apt-get install -y qemu-utils)" >&2; exit 1; }
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+dotnet publish src/Qcow2.Cli -c Release -o "$out/bin" -nologo -v:q >/dev/null
+QCOW2=(dotnet "$out/bin/qcow2.dll")
+work="$out/work"; mkdir -p "$work"
+
+# Input: a raw disk of SIZE_MIB MiB, half random data (incompressible), a quarter text-like
+# (compressible), a quarter zeros, in 1 MiB stripes so that every kind is spread over the disk.
+python3 - "$work/src.raw" "$SIZE_MIB" <<'PY'
+import os, sys
+path, mib = sys.argv[1], int(sys.argv[2])
+text = (b"qcow2 toolkit benchmark line with some repetition 0123456789\n" * 20000)[:1 << 20]
+with open(path, "wb") as f:
+    for i in range(mib):
+        kind = i % 4
+        if kind in (0, 1): f.write(os.urandom(1 << 20))
+        elif kind == 2: f.write(text)
+        else: f.seek(1 << 20, 1)
+    f.truncate(mib << 20)
+PY
+qemu-img convert -f raw -O qcow2 "$work/src.raw" "$work/src.qcow2"
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+timeit() { # runs "$@" RUNS times, prints the median seconds
+  for _ in $(seq "$RUNS"); do
+    local s e
+    s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N)
+    awk -v s="$s" -v e="$e" 'BEGIN { printf "%.3f\n", e - s }'
+  done | median
+}
+row() { # name, qemu command..., --, qcow2 command...
+  local name=$1; shift
+  local q=() o=()
+  while [ "$1" != "--" ]; do q+=("$1"); shift; done; shift
+  o=("$@")
+  local tq to
+  tq=$(timeit "${q[@]}"); to=$(timeit "${o[@]}")
+  awk -v n="$name" -v q="$tq" -v o="$to" 'BEGIN { printf "| %s | %.3f | %.3f | %.2f |\n", n, q, o, o / q }'
+}
+
+echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; qemu-img $(qemu-img --version | head -1 | awk '{print $3}'); dotnet $(dotnet --version); disk $SIZE_MIB MiB; median of $RUNS runs"
+echo
+echo "| operation | qemu-img (s) | qcow2 (s) | qcow2 / qemu-img |"
+echo "|---|---:|---:|---:|"
+row "convert raw -> qcow2" \
+  qemu-img convert -f raw -O qcow2 "$work/src.raw" "$work/q1.qcow2" -- \
+  "${QCOW2[@]}" convert -f raw -O qcow2 "$work/src.raw" "$work/o1.qcow2"
+row "convert qcow2 -> qcow2 -c (zlib)" \
+  qemu-img convert -c -O qcow2 "$work/src.qcow2" "$work/q2.qcow2" -- \
+  "${QCOW2[@]}" convert -c -O qcow2 "$work/src.qcow2" "$work/o2.qcow2"
+row "convert compressed qcow2 -> raw" \
+  qemu-img convert -O raw "$work/q2.qcow2" "$work/q3.raw" -- \
+  "${QCOW2[@]}" convert -O raw "$work/q2.qcow2" "$work/o3.raw"
+row "bench read 4 KiB x 200000, depth 64" \
+  qemu-img bench -c 200000 -d 64 -s 4k -S 64k "$work/src.qcow2" -- \
+  "${QCOW2[@]}" bench -c 200000 -d 64 -s 4k -S 64k "$work/src.qcow2"
+cp "$work/src.qcow2" "$work/wq.qcow2"; cp "$work/src.qcow2" "$work/wo.qcow2"
+row "bench write 4 KiB x 200000, depth 64" \
+  qemu-img bench -w -c 200000 -d 64 -s 4k -S 64k "$work/wq.qcow2" -- \
+  "${QCOW2[@]}" bench -w -c 200000 -d 64 -s 4k -S 64k "$work/wo.qcow2"
+row "check" \
+  qemu-img check "$work/src.qcow2" -- \
+  "${QCOW2[@]}" check "$work/src.qcow2"
+row "map --output=json" \
+  qemu-img map --output=json "$work/src.qcow2" -- \
+  "${QCOW2[@]}" map --output=json "$work/src.qcow2"
+row "compare qcow2 vs raw" \
+  qemu-img compare "$work/src.qcow2" "$work/src.raw" -- \
+  "${QCOW2[@]}" compare "$work/src.qcow2" "$work/src.raw"
+
+# The results must agree, or the timings mean nothing.
+qemu-img compare -q "$work/q1.qcow2" "$work/o1.qcow2"
+qemu-img compare -q "$work/q2.qcow2" "$work/o2.qcow2"
+qemu-img check -q "$work/o1.qcow2" && qemu-img check -q "$work/o2.qcow2"
+cmp "$work/q3.raw" "$work/o3.raw"
+echo
+echo "Outputs verified: qemu-img compare equal, qemu-img check clean, raw outputs identical."
