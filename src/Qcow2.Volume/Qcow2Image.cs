@@ -429,14 +429,22 @@ public sealed partial class Qcow2Image : IDiskImage
             throw new Qcow2CorruptImageException("header.nb_snapshots", 60, (ulong)count, "Too many snapshots.");
         if (offset <= 0 || !_geo.IsClusterAligned(offset) || offset >= _file.Length)
             throw new Qcow2CorruptImageException("header.snapshots_offset", 64, (ulong)offset, "The snapshot table lies outside the file or is misaligned.");
+        // The table's length is only known by walking it: read a little, grow while entries need more.
         long available = Math.Min(_file.Length - offset, Qcow2Limits.MaxSnapshotTableSize);
-        var table = new byte[(int)available];
+        var table = new byte[(int)Math.Min(available, 64 * 1024)];
         int got = _file.Read(offset, table);
-        var span = table.AsSpan(0, Math.Max(got, 0));
         int pos = 0;
         for (int i = 0; i < count; i++)
         {
-            if (!SnapshotTableEntryReadOnlyView.TryCreate(span[pos..], out var e))
+            const int maxEntry = 1024 + 2 * ushort.MaxValue + 40 + Qcow2Limits.MaxSnapshotExtraDataSize;
+            if (table.Length - pos < maxEntry && table.Length < available)
+            {
+                var bigger = new byte[(int)Math.Min(available, Math.Max(table.Length * 2L, pos + 2L * maxEntry))];
+                got = _file.Read(offset, bigger);
+                table = bigger;
+            }
+            var span = table.AsSpan(0, Math.Max(got, 0));
+            if (pos > span.Length || !SnapshotTableEntryReadOnlyView.TryCreate(span[pos..], out var e))
                 throw new Qcow2CorruptImageException("snapshot table entry", offset + pos, (ulong)i, "The snapshot table is truncated.");
             long extra = e.ExtraDataSize;
             if (extra > Qcow2Limits.MaxSnapshotExtraDataSize)

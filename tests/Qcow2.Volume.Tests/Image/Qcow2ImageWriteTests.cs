@@ -218,6 +218,31 @@ public sealed class Qcow2ImageWriteTests
     }
 
     [Fact]
+    public void Write_ImageWithPersistentBitmaps_MarksTrackingBitmapsInUseOnly()
+    {
+        using var dir = new TempDir();
+        string image = dir.File("bm.qcow2");
+        QemuTools.Img("create", "-f", "qcow2", image, "2M");
+        QemuTools.Img("bitmap", "--add", image, "tracking");
+        QemuTools.Img("bitmap", "--add", "--disable", image, "frozen");
+        var model = new byte[2 << 20];
+        using (var img = Qcow2Image.Open(image, Trusted))
+        {
+            // We cannot keep an enabled ('auto') bitmap in sync, so it is flagged in_use (inconsistent).
+            Assert.True(img.Bitmaps.Single(b => b.Name == "tracking").InUse);
+            Assert.False(img.Bitmaps.Single(b => b.Name == "frozen").InUse);
+            RandomOperations(img, model, new Random(Seed + 5), 60, compressed: true);
+        }
+        AssertQemuCheckClean(image);
+        AssertQemuCompareEqual(dir, image, model);
+        string info = QemuTools.Img("info", "--output=json", image);
+        Assert.Contains("in-use", info);
+        using var reopened = Qcow2Image.Open(image, TrustedReadOnly);
+        Assert.True(reopened.Bitmaps.Single(b => b.Name == "tracking").InUse);
+        Assert.False(reopened.Bitmaps.Single(b => b.Name == "frozen").InUse);
+    }
+
+    [Fact]
     public void Write_LazyRefcounts_DirtyWhileOpenCleanAfterClose()
     {
         using var dir = new TempDir();
