@@ -126,3 +126,55 @@ public class JsonAndHumanTests
         Assert.Contains("00:00:01 left", s);
     }
 }
+
+public class ErrorTextTests
+{
+    [Fact]
+    public void MessageOf_ArgumentException_DropsParameterSuffix()
+    {
+        var e = new ArgumentException("Cluster size must be a power of two", "ClusterSize");
+        Assert.Equal("Cluster size must be a power of two", Qcow2.Cli.Framework.CliApp.MessageOf(e));
+    }
+
+    [Fact]
+    public void Describe_AggregateOfOne_DescribesTheInner()
+    {
+        var e = new AggregateException(new IOException("disk on fire"));
+        Assert.Equal("disk on fire", Qcow2.Cli.Framework.CliApp.Describe(e));
+    }
+
+    [Fact]
+    public void Describe_CorruptImage_PrefixesImageIsCorrupt()
+    {
+        var e = new Qcow2.Spans.Qcow2CorruptImageException("header.magic", 0, 0x1234, "not a qcow2 image");
+        Assert.StartsWith("Image is corrupt: header.magic at offset 0x0", Qcow2.Cli.Framework.CliApp.Describe(e));
+    }
+
+    [Fact]
+    public void ProgressBar_NotATerminal_IsSilent()
+    {
+        var err = new StringWriter();
+        var context = new Qcow2.Cli.Framework.CliContext(new StringWriter(), err, outputIsTerminal: false, errorIsTerminal: false);
+        using (var bar = ProgressBar.Create(context, enabled: true, total: 100))
+        {
+            Assert.False(bar.IsVisible);
+            Assert.Null(bar.AsFraction());
+            bar.Advance(50);
+        }
+        Assert.Equal("", err.ToString());
+    }
+
+    [Fact]
+    public void ProgressBar_Terminal_DrawsAndEndsLine()
+    {
+        var err = new StringWriter();
+        var context = new Qcow2.Cli.Framework.CliContext(new StringWriter(), err, outputIsTerminal: true, errorIsTerminal: true);
+        using (var bar = ProgressBar.Create(context, enabled: true, total: 100))
+        {
+            bar.AsFraction()!.Report(0.5);
+        }
+        Assert.StartsWith("\r", err.ToString());
+        Assert.Contains("100.00%", err.ToString());
+        Assert.EndsWith("\n", err.ToString());
+    }
+}

@@ -57,6 +57,7 @@ internal sealed class BenchCommand : Command
             throw new UsageException("Invalid pattern byte specified");
         int flushInterval = ParseInt(args.Get("flush-interval"), 0, "flush interval");
         if (flushInterval > 0 && !write) throw new UsageException("--flush-interval is only available in write tests");
+        if (flushInterval > 0 && flushInterval < depth) throw new UsageException("Flush interval can't be smaller than depth");
 
         long offset = 0;
         var qopts = Qcow2OpenOptions.Default;

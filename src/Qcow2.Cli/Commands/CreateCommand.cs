@@ -69,7 +69,7 @@ internal sealed class CreateCommand : Command
         }
         catch (Exception e) when (e is ArgumentException or NotSupportedException or IOException or UnauthorizedAccessException)
         {
-            throw new CommandFailedException($"{path}: {e.Message}", null, e);
+            throw new CommandFailedException($"{path}: {CliApp.MessageOf(e)}", null, e);
         }
         return ExitCodes.Success;
     }

@@ -85,7 +85,7 @@ internal sealed class IoRunner
         }
         catch (Exception e) when (e is IOException or ArgumentException or NotSupportedException or InvalidOperationException or InvalidDataException)
         {
-            return Fail($"{words[0]} failed: {e.Message.ReplaceLineEndings(" ")}");
+            return Fail($"{words[0]} failed: {CliApp.MessageOf(e).ReplaceLineEndings(" ")}");
         }
     }
 

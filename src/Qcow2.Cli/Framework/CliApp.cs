@@ -97,12 +97,25 @@ internal static class CliApp
         IOException io => io.Message,
         InvalidDataException d => "Image is corrupt: " + d.Message,
         NotSupportedException n => n.Message,
-        ArgumentException a => a.Message,
+        ArgumentException a => MessageOf(a),
         InvalidOperationException op => op.Message,
         OperationCanceledException => "Operation cancelled",
         // Anything else is our bug; still one line, never a stack trace.
         _ => $"internal error: {e.GetType().Name}: {e.Message}",
         };
+    }
+
+    /// <summary>The exception's message without .NET's " (Parameter 'name')" suffix.</summary>
+    internal static string MessageOf(Exception e)
+    {
+        string m = e.Message;
+        if (e is ArgumentException { ParamName: { } p })
+        {
+            string suffix = $" (Parameter '{p}')";
+            int at = m.IndexOf(suffix, StringComparison.Ordinal);
+            if (at >= 0) m = m.Remove(at, suffix.Length);
+        }
+        return m;
     }
 
     internal static void ReportError(CliContext context, string message)

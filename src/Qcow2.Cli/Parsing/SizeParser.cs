@@ -110,7 +110,7 @@ internal static class SizeParser
         {
             case SizeParseError.None: return value;
             case SizeParseError.TooLarge:
-                throw new Framework.UsageException($"{what} must be less than 8 EiB!");
+                throw new Framework.UsageException($"{char.ToUpperInvariant(what[0])}{what[1..]} must be less than 8 EiB!");
             default:
                 throw new Framework.UsageException(
                     $"Invalid {what} specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
