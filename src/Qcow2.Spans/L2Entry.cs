@@ -172,34 +172,42 @@ public readonly struct L2Entry : IEquatable<L2Entry>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public SubclusterKind GetSubcluster(int index)
     {
+        if (IsExtended && !IsCompressed)
+        {
+            if ((uint)index >= 32) ThrowHelper.ThrowIndexArgument(nameof(index), index, 32);
+            // Unallocated 0, Allocated 1, Zero 2, Invalid 3: the allocation bit plus twice the zero bit.
+            return (SubclusterKind)(((Bitmap >> index) & 1) | (((Bitmap >> (32 + index)) & 1) << 1));
+        }
         if ((uint)index >= (IsExtended ? 32u : 1u))
             ThrowHelper.ThrowIndexArgument(nameof(index), index, IsExtended ? 32 : 1);
         if (IsCompressed) return SubclusterKind.Allocated;
-        if (!IsExtended)
+        return Kind switch
         {
-            return Kind switch
-            {
-                ClusterKind.Normal => SubclusterKind.Allocated,
-                ClusterKind.Zero or ClusterKind.ZeroAllocated => SubclusterKind.Zero,
-                _ => SubclusterKind.Unallocated,
-            };
-        }
-        bool alloc = ((Bitmap >> index) & 1) != 0;
-        bool zero = ((Bitmap >> (32 + index)) & 1) != 0;
-        if (alloc && zero) return SubclusterKind.Invalid;
-        if (zero) return SubclusterKind.Zero;
-        return alloc ? SubclusterKind.Allocated : SubclusterKind.Unallocated;
+            ClusterKind.Normal => SubclusterKind.Allocated,
+            ClusterKind.Zero or ClusterKind.ZeroAllocated => SubclusterKind.Zero,
+            _ => SubclusterKind.Unallocated,
+        };
     }
 
     /// <summary>
     /// The number of consecutive subclusters from <paramref name="index"/> with the same kind
     /// as it (at most up to the end of the cluster).
     /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">index is out of range for the entry format.</exception>
     public int SubclusterRunLength(int index)
     {
-        var kind = GetSubcluster(index);
-        if (!IsExtended || IsCompressed) return (IsExtended ? 32 : 1) - index;
-        return SubclusterBitmap.RunLength(Bitmap, index, kind);
+        if (!IsExtended || IsCompressed)
+        {
+            _ = GetSubcluster(index);
+            return (IsExtended ? 32 : 1) - index;
+        }
+        if ((uint)index >= 32) ThrowHelper.ThrowIndexArgument(nameof(index), index, 32);
+        uint alloc = (uint)Bitmap, zero = (uint)(Bitmap >> 32);
+        uint a = (alloc >> index) & 1, z = (zero >> index) & 1;
+        // Subclusters whose two bits equal those of subcluster index.
+        uint same = ~((alloc ^ (0u - a)) | (zero ^ (0u - z)));
+        int run = BitOperations.TrailingZeroCount(~(same >> index));
+        return Math.Min(run, 32 - index);
     }
 
     /// <summary>Checks the entry against the rules of the spec (the first broken rule is returned).</summary>
