@@ -134,6 +134,8 @@ public sealed partial class Qcow2Image
 
         // Blocks, then the new table, then the header: each durable before the next refers to it.
         _refCache.WriteBackAll();
+        _file.Flush();
+        // The new table holds every entry, including any not yet written to the old one.
         if (_refTableDirtyEnd >= 0) { _refTableDirtyStart = int.MaxValue; _refTableDirtyEnd = -1; }
         WriteTableRange(tableOffset, newTable, 0, newTable.Length - 1);
         _file.Flush();
