@@ -21,7 +21,7 @@ public class ModelBasedTests(ITestOutputHelper output)
         _settings.Check(nameof(Qcow2Image_RandomScriptsInMemory_ReadAsTheModelAndCheckClean),
             ScriptGenerators.ScriptArbitrary(options, _settings.MaxCommands),
             script => ModelRunner.Run(script, g => new Qcow2MemoryHarness(g)),
-            ciCases: 100, output);
+            ciCases: 200, output);
     }
 
     [Fact]
