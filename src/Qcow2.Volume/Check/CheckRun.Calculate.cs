@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Buffers.Binary;
 
 namespace Qcow2.Volume.Check;
@@ -49,8 +50,30 @@ internal sealed partial class CheckRun
         _res.ImageEndOffset = (highest + 1) << ClusterBits;
     }
 
+    // One bit per host cluster: used by an active L2 entry with / without COPIED. After the comparison
+    // these show at once whether any COPIED flag can be wrong, so a clean image skips the second
+    // reading of every L2 table that the flag check otherwise needs.
+    private ulong[] _activeCopied = [];
+    private ulong[] _activeNotCopied = [];
+    private bool _copiedNeedsFullPass;
+
+    private void NoteActiveCopied(long cluster, bool copied)
+    {
+        if (_weight != 1 || _img.HasDataFile || cluster >= (long)_activeCopied.Length * 64)
+        {
+            _copiedNeedsFullPass = true;
+            return;
+        }
+        var bits = copied ? _activeCopied : _activeNotCopied;
+        bits[cluster >> 6] |= 1UL << (int)(cluster & 63);
+    }
+
     private void CalculateRefcounts(List<SnapshotRef> snapshots, long snapshotsSize)
     {
+        long words = (_nbClusters + 64) / 64;
+        _activeCopied = new ulong[words];
+        _activeNotCopied = new ulong[words];
+
         // The header cluster.
         IncrementRange(0, ClusterSize);
 
@@ -144,6 +167,7 @@ internal sealed partial class CheckRun
     }
 
     /// <summary>Counts the clusters one L2 table references and checks its entries.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void CheckL2(long l2Offset, Span<byte> table, bool active)
     {
         int entrySize = _img.L2EntrySize;
@@ -155,17 +179,21 @@ internal sealed partial class CheckRun
         ulong csizeMask = (1UL << (clusterBits - 8)) - 1;
         ulong coffsetMask = (1UL << csizeShift) - 1;
         long nextContiguous = 0;
+        ulong clusterMask = (ulong)ClusterSize - 1;
 
         int i = 0;
         while (i < entries)
         {
-            // Skip runs of unallocated entries without decoding them.
-            int nonZero = table[(i * entrySize)..].IndexOfAnyExcept((byte)0);
-            if (nonZero < 0) break;
-            i += nonZero / entrySize;
-
             ulong entry = ReadL2(table, i, entrySize);
             ulong bitmap = extended ? BinaryPrimitives.ReadUInt64BigEndian(table[(i * entrySize + 8)..]) : 0;
+            if (entry == 0 && bitmap == 0)
+            {
+                // Skip runs of unallocated entries without decoding them.
+                int nonZero = table[(i * entrySize)..].IndexOfAnyExcept((byte)0);
+                if (nonZero < 0) break;
+                i += nonZero / entrySize;
+                continue;
+            }
             long entryOffset = l2Offset + (long)i * entrySize;
 
             if ((entry & CompressedFlag) != 0)
@@ -283,11 +311,21 @@ internal sealed partial class CheckRun
 
             if (active)
             {
+                NoteActiveCopied((long)(offset >> clusterBits), (entry & CopiedFlag) != 0);
                 _res.AllocatedClusters += _weight;
                 if (nextContiguous != 0 && (long)offset != nextContiguous) _res.FragmentedClusters += _weight;
                 nextContiguous = (long)offset + ClusterSize;
             }
-            if (!dataFile) IncrementRange(offset, ClusterSize);
+            if (!dataFile)
+            {
+                // The common case, one whole cluster inside the file, without the general range logic.
+                long k = (long)(offset >> clusterBits);
+                ulong r;
+                if ((offset & clusterMask) == 0 && offset < (ulong)_fileLength && k < _nbClusters && _weight == 1 && !_countingStructure && (r = _refs.Get(k)) < _refs.MaxValue)
+                    _refs.Set(k, r + 1);
+                else
+                    IncrementRange(offset, ClusterSize);
+            }
             i++;
         }
     }

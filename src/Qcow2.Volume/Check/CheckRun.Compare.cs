@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace Qcow2.Volume.Check;
 
 internal sealed partial class CheckRun
@@ -31,6 +33,7 @@ internal sealed partial class CheckRun
     /// Compares the counted references with the stored refcounts over every cluster of the file,
     /// block by block: an identical block costs one memory compare.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private (List<Mismatch> Mismatches, long Highest) CompareRefcounts()
     {
         var mismatches = new List<Mismatch>();
@@ -155,6 +158,7 @@ internal sealed partial class CheckRun
     /// <summary>The stored refcount of a cluster as known after comparison and repair; null when unreadable.</summary>
     private ulong? StoredRefcount(long cluster, List<Mismatch> mismatches)
     {
+        if (cluster < _nbClusters && mismatches.Count == 0 && _errorBlocks.Count == 0) return _refs.Get(cluster);
         long block = cluster >> _refs.EntriesPerBlockBits;
         if (_errorBlocks.Contains(block)) return null;
         if (cluster < _nbClusters)

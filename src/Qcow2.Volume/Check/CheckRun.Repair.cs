@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Buffers.Binary;
 
 namespace Qcow2.Volume.Check;
@@ -132,46 +133,13 @@ internal sealed partial class CheckRun
             l2Offsets.Add((long)l2Offset);
         }
 
+        if (!_copiedNeedsFullPass && !CopiedFlagsMayBeWrong(mismatches)) return;
         l2Offsets.Sort();
         var offsets = l2Offsets.ToArray();
-        int entrySize = _img.L2EntrySize;
-        bool extended = _img.ExtendedL2;
         bool wrote = false;
         VisitTables(offsets, (index, table, weight) =>
         {
-            int dirty = 0;
-            for (int j = 0; j < _img.L2Entries; j++)
-            {
-                int nonZero = table[(j * entrySize)..].IndexOfAnyExcept((byte)0);
-                if (nonZero < 0) break;
-                j += nonZero / entrySize;
-                ulong entry = ReadL2(table, j, entrySize);
-                if ((entry & CompressedFlag) != 0) continue;
-                ulong dataOffset = entry & L2OffsetMask;
-                bool allocated;
-                if (!extended && (entry & ZeroFlag) != 0) allocated = dataOffset != 0;
-                else allocated = dataOffset != 0 || (_img.HasDataFile && (entry & CopiedFlag) != 0);
-                if (!allocated) continue;
-                ulong? refcount = _img.HasDataFile ? 1 : StoredRefcount((long)(dataOffset >> ClusterBits), mismatches);
-                if (refcount is null) continue;
-                if ((refcount == 1) != ((entry & CopiedFlag) != 0))
-                {
-                    long at = offsets[index] + (long)j * entrySize;
-                    string message = $"OFLAG_COPIED data cluster: l2_entry={Hex(entry)} refcount={refcount}";
-                    if (repair)
-                    {
-                        BinaryPrimitives.WriteUInt64BigEndian(table[(j * entrySize)..], refcount == 1 ? entry | CopiedFlag : entry & ~CopiedFlag);
-                        dirty++;
-                        Report(CheckFindingKind.CopiedFlag, at, message, repaired: true);
-                    }
-                    else
-                    {
-                        // Each reference to this table would find it again.
-                        _res.Corruptions += weight;
-                        Report(CheckFindingKind.CopiedFlag, at, weight == 1 ? message : $"{message} ({weight} times)");
-                    }
-                }
-            }
+            int dirty = CheckCopiedFlagsInL2(offsets[index], table, weight, repair, mismatches);
             if (dirty > 0)
             {
                 _storage.Write(offsets[index], table);
@@ -180,5 +148,106 @@ internal sealed partial class CheckRun
             }
         });
         if (wrote || (repair && _res.CorruptionsFixed > 0)) _storage.Flush();
+    }
+
+    /// <summary>Whether any cluster the active L2 tables use has a COPIED flag that disagrees with its refcount.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private bool CopiedFlagsMayBeWrong(List<Mismatch> mismatches)
+    {
+        if (mismatches.Count == 0 && _errorBlocks.Count == 0)
+        {
+            // Stored refcounts equal the counted ones (within the compared range).
+            long limit = Math.Min((long)_activeCopied.Length * 64, _nbClusters);
+            for (int w = 0; w < _activeCopied.Length; w++)
+            {
+                ulong copied = _activeCopied[w], notCopied = _activeNotCopied[w];
+                ulong any = copied | notCopied;
+                while (any != 0)
+                {
+                    int bit = System.Numerics.BitOperations.TrailingZeroCount(any);
+                    any &= any - 1;
+                    long cluster = ((long)w << 6) + bit;
+                    if (cluster >= limit) return true;
+                    bool one = _refs.Get(cluster) == 1;
+                    if (one ? (notCopied & (1UL << bit)) != 0 : (copied & (1UL << bit)) != 0) return true;
+                }
+            }
+            return false;
+        }
+        for (int w = 0; w < _activeCopied.Length; w++)
+        {
+            ulong any = _activeCopied[w] | _activeNotCopied[w];
+            while (any != 0)
+            {
+                int bit = System.Numerics.BitOperations.TrailingZeroCount(any);
+                any &= any - 1;
+                long cluster = ((long)w << 6) + bit;
+                ulong? refcount = StoredRefcount(cluster, mismatches);
+                if (refcount is null) continue;
+                bool copied = (_activeCopied[w] & (1UL << bit)) != 0;
+                bool notCopied = (_activeNotCopied[w] & (1UL << bit)) != 0;
+                if ((copied && refcount != 1) || (notCopied && refcount == 1)) return true;
+            }
+        }
+        return false;
+    }
+
+    /// <summary>Checks (and in memory repairs) the COPIED flags of one L2 table; returns the entries changed.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private int CheckCopiedFlagsInL2(long l2Offset, Span<byte> table, long weight, bool repair, List<Mismatch> mismatches)
+    {
+        int entrySize = _img.L2EntrySize;
+        bool extended = _img.ExtendedL2;
+        bool dataFile = _img.HasDataFile;
+        int entries = _img.L2Entries;
+        int clusterBits = ClusterBits;
+        // Without mismatches the stored refcounts are the counted ones: read them from the array directly.
+        bool direct = mismatches.Count == 0 && _errorBlocks.Count == 0;
+        int dirty = 0;
+        for (int j = 0; j < entries; j++)
+        {
+            ulong entry = ReadL2(table, j, entrySize);
+            if (entry == 0)
+            {
+                int nonZero = table[(j * entrySize)..].IndexOfAnyExcept((byte)0);
+                if (nonZero < 0) break;
+                int skip = nonZero / entrySize;
+                if (skip > 0) j += skip - 1;
+                continue;
+            }
+            if ((entry & CompressedFlag) != 0) continue;
+            ulong dataOffset = entry & L2OffsetMask;
+            bool allocated;
+            if (!extended && (entry & ZeroFlag) != 0) allocated = dataOffset != 0;
+            else allocated = dataOffset != 0 || (dataFile && (entry & CopiedFlag) != 0);
+            if (!allocated) continue;
+            long cluster = (long)(dataOffset >> clusterBits);
+            ulong refcount;
+            if (dataFile) refcount = 1;
+            else if (direct && cluster < _nbClusters) refcount = _refs.Get(cluster);
+            else
+            {
+                ulong? stored = StoredRefcount(cluster, mismatches);
+                if (stored is null) continue;
+                refcount = stored.Value;
+            }
+            if ((refcount == 1) == ((entry & CopiedFlag) != 0)) continue;
+
+            long at = l2Offset + (long)j * entrySize;
+            string message = $"OFLAG_COPIED data cluster: l2_entry={Hex(entry)} refcount={refcount}";
+            if (repair)
+            {
+                BinaryPrimitives.WriteUInt64BigEndian(table[(j * entrySize)..], refcount == 1 ? entry | CopiedFlag : entry & ~CopiedFlag);
+                dirty++;
+                Report(CheckFindingKind.CopiedFlag, at, message, repaired: true);
+            }
+            else
+            {
+                // Each reference to this table would find it again.
+                _res.Corruptions += weight;
+                Report(CheckFindingKind.CopiedFlag, at, weight == 1 ? message : $"{message} ({weight} times)");
+            }
+        }
+        return dirty;
     }
 }

@@ -170,43 +170,88 @@ internal sealed partial class CheckRun
     /// once with weight k; tables wholly past the end of the file read as zeros, which reference
     /// nothing, and are not visited.
     /// </summary>
-    private void VisitTables(ReadOnlySpan<long> offsets, TableVisitor visitor)
+    private void VisitTables(long[] offsets, TableVisitor visitor)
     {
         int cs = ClusterSize;
         int bufferSize = Math.Max(MaxBatchBytes, cs);
         long storageLength = _storage.Length;
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(bufferSize);
+
+        // Windows: runs of nearby tables read with one positional read each.
+        var windows = new List<(int First, int End, long Start, int Length)>();
+        int i = 0;
+        while (i < offsets.Length && offsets[i] < storageLength)
+        {
+            long start = offsets[i];
+            long end = start + cs;
+            int j = i + 1;
+            while (j < offsets.Length)
+            {
+                long o = offsets[j];
+                if (o >= storageLength || o - start + cs > bufferSize || o - end > MaxBatchGap) break;
+                end = Math.Max(end, o + cs);
+                j++;
+            }
+            windows.Add((i, j, start, (int)(end - start)));
+            i = j;
+        }
+
+        // Batches of windows that fill one buffer; the next batch is read on another thread while
+        // this one is examined (the reads are mostly page-cache copies: two cores halve the time).
+        var batches = new List<(int FirstWindow, int EndWindow)>();
+        for (int w = 0; w < windows.Count;)
+        {
+            int used = 0, v = w;
+            while (v < windows.Count && used + windows[v].Length <= bufferSize) used += windows[v++].Length;
+            batches.Add((w, v));
+            w = v;
+        }
+        if (batches.Count == 0) return;
+
+        byte[][] buffers = [ArrayPool<byte>.Shared.Rent(bufferSize), ArrayPool<byte>.Shared.Rent(bufferSize)];
         try
         {
-            int i = 0;
-            while (i < offsets.Length)
+            void ReadBatch(int b, byte[] buffer)
             {
-                if (offsets[i] >= storageLength) break;
-                long start = offsets[i];
-                long end = start + cs;
-                int j = i + 1;
-                while (j < offsets.Length)
+                int at = 0;
+                for (int w = batches[b].FirstWindow; w < batches[b].EndWindow; w++)
                 {
-                    long o = offsets[j];
-                    if (o >= storageLength || o - start + cs > bufferSize || o - end > MaxBatchGap) break;
-                    end = Math.Max(end, o + cs);
-                    j++;
+                    ReadZeroFilled(windows[w].Start, buffer.AsSpan(at, windows[w].Length));
+                    at += windows[w].Length;
                 }
-                var window = buffer.AsSpan(0, (int)(end - start));
-                ReadZeroFilled(start, window);
-                for (int k = i; k < j;)
-                {
-                    int n = 1;
-                    while (k + n < j && offsets[k + n] == offsets[k]) n++;
-                    visitor(k, window.Slice((int)(offsets[k] - start), cs), n);
-                    k += n;
-                }
-                i = j;
             }
+
+            Task pending = Task.CompletedTask;
+            ReadBatch(0, buffers[0]);
+            for (int b = 0; b < batches.Count; b++)
+            {
+                pending.GetAwaiter().GetResult();
+                byte[] current = buffers[b & 1];
+                if (b + 1 < batches.Count)
+                {
+                    int next = b + 1;
+                    pending = batches.Count > 1 ? Task.Run(() => ReadBatch(next, buffers[next & 1])) : Task.CompletedTask;
+                }
+                int at = 0;
+                for (int w = batches[b].FirstWindow; w < batches[b].EndWindow; w++)
+                {
+                    var (first, endIndex, start, length) = windows[w];
+                    var window = current.AsSpan(at, length);
+                    for (int k = first; k < endIndex;)
+                    {
+                        int n = 1;
+                        while (k + n < endIndex && offsets[k + n] == offsets[k]) n++;
+                        visitor(k, window.Slice((int)(offsets[k] - start), cs), n);
+                        k += n;
+                    }
+                    at += length;
+                }
+            }
+            pending.GetAwaiter().GetResult();
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            ArrayPool<byte>.Shared.Return(buffers[0]);
+            ArrayPool<byte>.Shared.Return(buffers[1]);
         }
     }
 
