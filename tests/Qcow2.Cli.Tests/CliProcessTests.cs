@@ -375,9 +375,20 @@ public sealed class CliBehaviourTests
             default: bytes[23] = 40; break; // cluster_bits = 40
         }
         File.WriteAllBytes(dir.File("m.qcow2"), bytes);
-        foreach (var cmd in new[] { "info", "map", "check" })
+        string[][] commands =
         {
-            var r = Cli.Run(dir.Path, cmd, "-f", "qcow2", "m.qcow2");
+            new[] { "info", "-f", "qcow2", "m.qcow2" },
+            new[] { "map", "-f", "qcow2", "m.qcow2" },
+            new[] { "check", "-f", "qcow2", "m.qcow2" },
+            new[] { "measure", "-f", "qcow2", "-O", "qcow2", "m.qcow2" },
+            new[] { "compare", "-f", "qcow2", "-F", "qcow2", "m.qcow2", "m.qcow2" },
+            new[] { "convert", "-f", "qcow2", "-O", "qcow2", "m.qcow2", "out.qcow2" },
+            new[] { "io", "-f", "qcow2", "-c", "read 0 512", "m.qcow2" },
+            new[] { "bench", "-f", "qcow2", "-c", "1", "m.qcow2" },
+        };
+        foreach (var args in commands)
+        {
+            var r = Cli.Run(dir.Path, args);
             Assert.NotEqual(0, r.Code);
             Assert.StartsWith("qcow2: ", r.Err);
             Assert.Single(r.Err.TrimEnd('\n').Split('\n'));
