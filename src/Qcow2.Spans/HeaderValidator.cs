@@ -90,7 +90,7 @@ public enum HeaderRule
     /// <summary>The full disk encryption pointer is malformed, missing with LUKS, or present without it.</summary>
     EncryptionExtension,
 
-    /// <summary>A string extension (backing format, data file name) is longer than QEMU accepts.</summary>
+    /// <summary>The backing format name extension is longer than QEMU accepts (unsupported).</summary>
     StringExtension,
 }
 
@@ -437,10 +437,9 @@ public static class HeaderValidator
                             "A full disk encryption header pointer is present but crypt_method is not LUKS.");
                     break;
                 case Qcow2Constants.ExtensionBackingFormat:
-                case Qcow2Constants.ExtensionExternalDataFile:
-                    if (ext.Data.Length > Qcow2Limits.MaxFormatNameLength)
-                        s.Add(HeaderRule.StringExtension, ext.Type == Qcow2Constants.ExtensionBackingFormat ? "backing_format" : "data_file",
-                            at, (ulong)ext.Data.Length, false, Msg($"A {ext.Data.Length}-byte name is longer than 1023 bytes."));
+                    if (ext.Data.Length > Qcow2Limits.MaxBackingFormatLength)
+                        s.Add(HeaderRule.StringExtension, "backing_format", at, (ulong)ext.Data.Length, true,
+                            Msg($"A {ext.Data.Length}-byte backing format name is longer than QEMU's 15 bytes."));
                     break;
             }
         }

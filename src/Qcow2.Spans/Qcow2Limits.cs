@@ -69,8 +69,17 @@ public static class Qcow2Limits
     /// <summary>Longest backing file name (spec: "Must not be longer than 1023 bytes"; QEMU's buffer is 1024).</summary>
     public const int MaxBackingFileNameLength = 1023;
 
-    /// <summary>Longest backing format or data file name string extension QEMU accepts (its name buffers).</summary>
+    /// <summary>
+    /// Longest backing format or data file name we write into a new image (the name strings of
+    /// the header extensions; bounded by the first cluster in any case).
+    /// </summary>
     public const int MaxFormatNameLength = 1023;
+
+    /// <summary>
+    /// Longest backing format name QEMU reads: it keeps the name in a 16-byte buffer and refuses
+    /// a longer extension. Driver names are short ("qcow2", "raw").
+    /// </summary>
+    public const int MaxBackingFormatLength = 15;
 
     /// <summary>Most persistent bitmaps in an image (QCOW2_MAX_BITMAPS; the spec notes it).</summary>
     public const int MaxBitmaps = 65535;
@@ -110,7 +119,4 @@ public static class Qcow2Limits
     /// and data clusters must start below 64 PiB.
     /// </summary>
     public const long MaxHostOffset = (1L << 56) - 1;
-
-    /// <summary>Largest compressed cluster payload QEMU writes: it only stores clusters that shrink.</summary>
-    public const int MaxCompressedClusterSectors = MaxClusterSize / 512;
 }

@@ -180,7 +180,10 @@ public class HeaderValidatorTests
         Assert.Equal(HeaderRule.EncryptionExtension, Assert.Single(With(h => h.CryptMethod = 2)).Rule);
         Assert.Equal(HeaderRule.EncryptionExtension, Assert.Single(With(_ => { }, (Qcow2Constants.ExtensionFullDiskEncryption, new byte[16]))).Rule);
         Assert.Empty(With(h => h.CryptMethod = 2, (Qcow2Constants.ExtensionFullDiskEncryption, new byte[16])));
-        Assert.Equal(HeaderRule.StringExtension, Assert.Single(With(_ => { }, (Qcow2Constants.ExtensionBackingFormat, new byte[1024]))).Rule);
+        var longFormat = Assert.Single(With(_ => { }, (Qcow2Constants.ExtensionBackingFormat, new byte[16])));
+        Assert.Equal(HeaderRule.StringExtension, longFormat.Rule);
+        Assert.True(longFormat.IsUnsupported);
+        Assert.Empty(With(_ => { }, (Qcow2Constants.ExtensionBackingFormat, new byte[15])));
         var dup = Assert.Single(With(_ => { }, (Qcow2Constants.ExtensionBackingFormat, "raw"u8.ToArray()), (Qcow2Constants.ExtensionBackingFormat, "raw"u8.ToArray())));
         Assert.Equal(HeaderRule.ExtensionArea, dup.Rule);
         Assert.Equal((ulong)HeaderExtensionError.Duplicate, dup.RawValue);
