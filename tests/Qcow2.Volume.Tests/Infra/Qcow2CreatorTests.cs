@@ -46,6 +46,11 @@ public sealed class Qcow2CreatorTests : IDisposable
         { "preallocation=falloc", 10 << 20, false },
         { "preallocation=full", 10 << 20, false },
         { "lazy_refcounts=on,extended_l2=on,compression_type=zstd,refcount_bits=4,cluster_size=32K", 1L << 30, true },
+        { "extended_l2=on,data_file=data.raw,data_file_raw=on", 50 << 20, true },
+        { "extended_l2=on,preallocation=full", 10 << 20, false },
+        { "preallocation=metadata,compat=0.10", 50 << 20, true },
+        { "lazy_refcounts=on,preallocation=metadata,cluster_size=2M", 1L << 30, true },
+        { "data_file=data.raw,preallocation=falloc,cluster_size=4096", 4 << 20, false },
         { "", 0, true },
         { "", 1000, true },
     };
