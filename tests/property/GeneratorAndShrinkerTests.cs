@@ -29,6 +29,7 @@ public class GeneratorAndShrinkerTests(ITestOutputHelper output)
         Assert.Equal(7, all.Select(g => g.RefcountOrder).Distinct().Count());
         Assert.Contains(all, g => g.Compat010);
         Assert.Contains(all, g => g.ExtendedL2);
+        Assert.Contains(all, g => g.LazyRefcounts);
         Assert.Contains(all, g => g.Compression == ModelCompression.Zstd);
         Assert.Contains(all, g => g.ExternalDataFile && g.DataFileRaw);
         Assert.Contains(all, g => g.ExternalDataFile && g.Backing.Count > 0);

@@ -19,6 +19,7 @@ internal sealed record ImageGeometry
     public int RefcountOrder { get; init; } = 4;
     public bool Compat010 { get; init; }
     public bool ExtendedL2 { get; init; }
+    public bool LazyRefcounts { get; init; }
     public ModelCompression Compression { get; init; }
     public required long Size { get; init; }
     public bool ExternalDataFile { get; init; }
@@ -40,6 +41,7 @@ internal sealed record ImageGeometry
             if (ClusterBits is < 9 or > 21 || RefcountOrder is < 0 or > 6) return false;
             if (Size <= 0 || Size % 512 != 0) return false;
             if (ExtendedL2 && (ClusterBits < 14 || Compat010)) return false;
+            if (LazyRefcounts && Compat010) return false;
             if (Compat010 && (RefcountOrder != 4 || Compression != ModelCompression.Zlib || ExternalDataFile)) return false;
             if (DataFileRaw && (!ExternalDataFile || Backing.Count > 0)) return false;
             for (var i = 0; i + 1 < Backing.Count; i++)
@@ -51,7 +53,7 @@ internal sealed record ImageGeometry
     /// <summary>A complexity measure: every shrink step lowers it.</summary>
     public long Weight =>
         Backing.Sum(b => 1_000_000 + b.Weight)
-        + (ExternalDataFile ? 1000 : 0) + (DataFileRaw ? 1000 : 0) + (ExtendedL2 ? 1000 : 0)
+        + (ExternalDataFile ? 1000 : 0) + (DataFileRaw ? 1000 : 0) + (ExtendedL2 ? 1000 : 0) + (LazyRefcounts ? 1000 : 0)
         + (Compat010 ? 1000 : 0) + Math.Abs(RefcountOrder - 4) * 100 + (Compression == ModelCompression.Zstd ? 100 : 0);
 
     public string Describe()
@@ -61,6 +63,7 @@ internal sealed record ImageGeometry
           .Append(",refcount_bits=").Append(RefcountBits)
           .Append(",compat=").Append(Compat010 ? "0.10" : "1.1")
           .Append(",extended_l2=").Append(ExtendedL2 ? "on" : "off");
+        if (LazyRefcounts) sb.Append(",lazy_refcounts=on");
         if (!Compat010) sb.Append(",compression_type=").Append(Compression == ModelCompression.Zstd ? "zstd" : "zlib");
         if (ExternalDataFile) sb.Append(",data_file=top.data,data_file_raw=").Append(DataFileRaw ? "on" : "off");
         if (Backing.Count > 0) sb.Append(",backing_file=backing1");

@@ -39,6 +39,7 @@ internal static class ScriptGenerators
             from compat010 in o.AllowCompat010 ? Gen.Frequency((1, Gen.Constant(true)), (5, Gen.Constant(false))) : Gen.Constant(false)
             from refcountOrder in compat010 ? Gen.Constant(4) : Gen.Choose(0, 6)
             from extendedL2 in !compat010 && clusterBits >= 14 ? Gen.Frequency((1, Gen.Constant(true)), (2, Gen.Constant(false))) : Gen.Constant(false)
+            from lazy in compat010 ? Gen.Constant(false) : Gen.Frequency((1, Gen.Constant(true)), (4, Gen.Constant(false)))
             from zstd in compat010 ? Gen.Constant(false) : Gen.Frequency((1, Gen.Constant(true)), (2, Gen.Constant(false)))
             from dataFile in !compat010 && o.AllowDataFile ? Gen.Frequency((1, Gen.Constant(true)), (5, Gen.Constant(false))) : Gen.Constant(false)
             from depth in o.AllowBacking ? Gen.Frequency((5, Gen.Constant(0)), (3, Gen.Constant(1)), (1, Gen.Constant(2))) : Gen.Constant(0)
@@ -51,6 +52,7 @@ internal static class ScriptGenerators
                 Compat010 = compat010,
                 RefcountOrder = refcountOrder,
                 ExtendedL2 = extendedL2,
+                LazyRefcounts = lazy,
                 Compression = zstd ? ModelCompression.Zstd : ModelCompression.Zlib,
                 ExternalDataFile = dataFile,
                 DataFileRaw = dataFileRaw,
@@ -238,6 +240,7 @@ internal static class ScriptGenerators
         if (g.DataFileRaw) yield return g with { DataFileRaw = false };
         if (g.ExternalDataFile) yield return g with { ExternalDataFile = false, DataFileRaw = false };
         if (g.ExtendedL2) yield return g with { ExtendedL2 = false };
+        if (g.LazyRefcounts) yield return g with { LazyRefcounts = false };
         if (g.Compat010) yield return g with { Compat010 = false };
         if (g.RefcountOrder != 4) yield return g with { RefcountOrder = 4 };
         if (g.Compression == ModelCompression.Zstd) yield return g with { Compression = ModelCompression.Zlib };

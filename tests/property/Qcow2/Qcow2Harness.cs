@@ -43,6 +43,7 @@ internal static class GeometryMapping
         RefcountBits = g.RefcountBits,
         Compat = g.Compat010 ? "0.10" : "1.1",
         ExtendedL2 = g.ExtendedL2,
+        LazyRefcounts = g.LazyRefcounts,
         CompressionType = g.Compression == ModelCompression.Zstd ? CompressionType.Zstd : CompressionType.Zlib,
         BackingFile = backingFile,
         BackingFormat = backingFormat,
