@@ -15,10 +15,14 @@ internal static class Cli
     public static (int Code, string Out, string Err) Qemu(string workDir, params string[] args) =>
         RunTool(QemuTools.QemuImg, workDir, args);
 
-    public static (int Code, string Out, string Err) RunTool(string tool, string workDir, string[] args)
+    public static (int Code, string Out, string Err) RunWithInput(string workDir, string input, params string[] args) =>
+        RunTool("dotnet", workDir, new[] { Dll }.Concat(args).ToArray(), input);
+
+    public static (int Code, string Out, string Err) RunTool(string tool, string workDir, string[] args, string input = "")
     {
         var psi = new ProcessStartInfo(tool)
         {
+            RedirectStandardInput = true,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
@@ -26,6 +30,8 @@ internal static class Cli
         };
         foreach (var a in args) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
+        p.StandardInput.Write(input);
+        p.StandardInput.Close();
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
         if (!p.WaitForExit(TimeSpan.FromMinutes(2)))
@@ -425,6 +431,19 @@ public sealed class CliBehaviourTests
         Assert.Contains("Pattern verification failed at offset 1048576, 512 bytes\n", io.Out);
         Cli.QemuIo(dir.Path, "n.qcow2", "read -P 0x5a 1M 64k", "read -P 7 4M 4k", "read -P 0 0 1M");
         Assert.Equal(0, Cli.Qemu(dir.Path, "check", "n.qcow2").Code);
+    }
+
+    [Fact]
+    public void Io_CommandsOnStdin_RunUntilQuit()
+    {
+        using var dir = new TempDir();
+        Cli.QemuOk(dir.Path, "create", "-q", "-f", "qcow2", "s.qcow2", "1M");
+        var r = Cli.RunWithInput(dir.Path, "write -P 9 0 4k\nread -P 9 0 4k\nquit\nwrite -P 1 0 4k\n", "io", "s.qcow2");
+        Assert.Equal(0, r.Code);
+        Assert.Contains("wrote 4096/4096 bytes at offset 0\n", r.Out);
+        Assert.Contains("read 4096/4096 bytes at offset 0\n", r.Out);
+        // The write after quit did not run: qemu-io still reads the pattern 9.
+        Cli.QemuIo(dir.Path, "s.qcow2", "read -P 9 0 4k");
     }
 
     [Fact]

@@ -20,7 +20,7 @@ internal sealed class IoCommand : Command
 
     public override string Name => "io";
     public override string Summary => "Run qemu-io style commands (read, write, discard, flush, map) against an image";
-    public override string Synopsis => "[-f FMT] [-r] -c CMD [-c CMD]... FILE";
+    public override string Synopsis => "[-f FMT] [-r] [-c CMD]... FILE";
     public override string Details =>
         "Commands:\n" +
         "  read [-P PATTERN] [-v] [-q] OFF LEN   read, optionally verify every byte is PATTERN, -v dumps\n" +
@@ -30,6 +30,7 @@ internal sealed class IoCommand : Command
         "  discard [-q] OFF LEN                 discard a range\n" +
         "  flush                                flush to stable storage\n" +
         "  map                                  show which ranges this image (not its backing) allocates\n" +
+        "Without -c, commands are read from standard input, one per line, until quit or end of input.\n" +
         "Numbers take k, M, G, T, P, E suffixes and 0x hex; patterns are C integers (0x.., 0..).";
 
     public override IReadOnlyList<OptionSpec> Options { get; } = new[]
@@ -47,8 +48,24 @@ internal sealed class IoCommand : Command
         using var image = ImageOpener.Open(path, args.Get("format"), readOnly: args.Has("read-only"));
         var runner = new IoRunner(image, context.Out);
         bool failed = false;
-        foreach (var cmd in args.GetAll("cmd"))
-            if (!runner.Run(cmd)) failed = true;
+        var commands = args.GetAll("cmd");
+        if (commands.Count > 0)
+        {
+            foreach (var cmd in commands)
+                if (!runner.Run(cmd)) failed = true;
+        }
+        else
+        {
+            // No -c: read commands from stdin, as qemu-io's interactive mode does.
+            while (true)
+            {
+                if (context.OutputIsTerminal) { context.Out.Write("qcow2 io> "); context.Out.Flush(); }
+                string? line = context.Input.ReadLine();
+                if (line is null || line.Trim() is "quit" or "q" or "exit") break;
+                if (!runner.Run(line)) failed = true;
+                context.Out.Flush();
+            }
+        }
         image.Flush();
         return failed ? ExitCodes.Failure : ExitCodes.Success;
     }
@@ -80,6 +97,7 @@ internal sealed class IoRunner
                 "discard" or "d" => Discard(words),
                 "flush" or "f" => Flush(),
                 "map" => Map(),
+                "help" => Help(),
                 _ => Fail($"command \"{words[0]}\" not found"),
             };
         }
@@ -87,6 +105,12 @@ internal sealed class IoRunner
         {
             return Fail($"{words[0]} failed: {CliApp.MessageOf(e).ReplaceLineEndings(" ")}");
         }
+    }
+
+    private bool Help()
+    {
+        _out.Write("read [-P PATTERN] [-v] [-q] OFF LEN\nwrite [-P PATTERN] [-z [-u]] [-c] [-q] OFF LEN\ndiscard [-q] OFF LEN\nflush\nmap\nhelp\nquit\n");
+        return true;
     }
 
     private bool Fail(string message)
