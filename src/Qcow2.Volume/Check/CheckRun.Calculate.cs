@@ -420,6 +420,9 @@ internal sealed partial class CheckRun
     {
         if (offset > (ulong)(long.MaxValue - ClusterSize)) return false;
         long newLength = (long)offset + ClusterSize;
+        // Growing the file (and the refcount array) without bound for a wild offset helps nobody:
+        // beyond doubling (or 1 GiB) the entry is left to the rebuild instead.
+        if (newLength - _fileLength > Math.Max(_fileLength, 1L << 30)) return false;
         long clusters = (newLength + ClusterSize - 1) >> ClusterBits;
         if (!_refs.TryEnsure(clusters + 1)) return false;
         _storage.SetLength(newLength);
