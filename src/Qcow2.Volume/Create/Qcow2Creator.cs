@@ -35,6 +35,8 @@ public static class Qcow2Creator
         options.Validate();
         _ = ComputeLayout(options); // refuse before any file is touched
         string? dataPath = options.DataFile is null ? null : ImageFileResolver.Resolve(path, options.DataFile);
+        if (dataPath is not null && string.Equals(Path.GetFullPath(dataPath), Path.GetFullPath(path), StringComparison.Ordinal))
+            throw new ArgumentException("The data file cannot be the image file itself.", nameof(options));
         bool done = false, imageCreated = false, dataCreated = false;
         FileStorage? image = null, data = null;
         try

@@ -132,6 +132,14 @@ public sealed class Qcow2CreatorTests : IDisposable
     }
 
     [Fact]
+    public void Create_DataFileNamedLikeTheImage_ThrowsArgumentAndLeavesNoFile()
+    {
+        var path = _dir.File("same.qcow2");
+        Assert.Throws<ArgumentException>(() => Qcow2Creator.Create(path, new Qcow2CreateOptions { Size = 1 << 20, DataFile = "same.qcow2" }));
+        Assert.False(File.Exists(path));
+    }
+
+    [Fact]
     public void Create_BackingNameThatDoesNotFitTheHeaderCluster_ThrowsArgument()
     {
         var o = new Qcow2CreateOptions { Size = 1 << 20, ClusterSize = 512, BackingFile = new string('b', 500), BackingFormat = "raw" };
