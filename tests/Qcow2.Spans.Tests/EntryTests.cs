@@ -333,3 +333,47 @@ public class CompressedDescriptorTests
         Assert.Throws<ArgumentOutOfRangeException>(() => CompressedDescriptor.Decode(0, 8));
     }
 }
+
+public class EntryDecodingPropertyTests
+{
+    [Fact]
+    public void DecodeAnyRawEntry_EveryGeometry_NeverThrowsAndStaysConsistent()
+    {
+        var gen = from raw in Props.UInt64
+                  from bitmap in Props.UInt64
+                  from bits in Gen.Choose(9, 21)
+                  from ext in Gen.Elements(false, true)
+                  select (raw, bitmap, bits, ext: ext && bits >= 14);
+        Props.Check(gen, t =>
+        {
+            var g = ClusterGeometry.Create(t.bits, t.ext);
+            var e = t.ext ? new L2Entry(t.raw, t.bitmap) : new L2Entry(t.raw);
+            var status = e.Validate(g);
+            var kind = e.Kind;
+            int subs = g.SubclustersPerCluster;
+            int covered = 0;
+            for (int i = 0; i < subs; i += e.SubclusterRunLength(i))
+            {
+                var k = e.GetSubcluster(i);
+                if (status == L2EntryStatus.Valid) Assert.NotEqual(SubclusterKind.Invalid, k);
+                covered++;
+            }
+            Assert.InRange(covered, 1, subs);
+            if (kind == ClusterKind.Compressed)
+            {
+                var d = e.GetCompressedDescriptor(t.bits);
+                Assert.InRange(d.HostLength, 1, (1 << (t.bits - 8)) * 512);
+                Assert.True(d.HostEnd > d.HostStart);
+            }
+            else if (status == L2EntryStatus.Valid)
+            {
+                Assert.True(g.IsClusterAligned(e.HostOffset));
+                Assert.True(e.HostOffset <= Qcow2Limits.MaxHostOffset);
+            }
+            var l1 = new L1Entry(t.raw);
+            if (l1.Validate(g) == TableEntryStatus.Valid) Assert.True(g.IsClusterAligned(l1.L2Offset) && l1.L2Offset <= Qcow2Limits.MaxHostOffset);
+            var rt = new RefcountTableEntry(t.raw);
+            if (rt.Validate(g) == TableEntryStatus.Valid) Assert.True(rt.BlockOffset >= 0 && g.IsClusterAligned(rt.BlockOffset));
+        }, cases: 2000);
+    }
+}

@@ -210,13 +210,34 @@ public class HeaderValidatorTests
         var valid = new byte[4096];
         var vh = HeaderTests.Valid();
         vh.ClusterBits = 12;
-        vh.L1Size = 128;
+        vh.L1Size = 512;
+        vh.BackingFileOffset = 3000;
+        vh.BackingFileSize = 8;
+        vh.AutoclearFeatures = AutoclearFeatures.Bitmaps;
         vh.WriteTo(valid);
+        // Extensions as qemu-img writes them, so that mutations hit their headers and data too.
+        int pos = 112;
+        pos += HeaderExtensionEnumerator.WriteExtension(valid.AsSpan(pos), Qcow2Constants.ExtensionBackingFormat, "qcow2"u8);
+        var names = new byte[3 * 48];
+        FeatureNameTable.WriteEntry(names, FeatureType.Incompatible, 0, "dirty bit"u8);
+        FeatureNameTable.WriteEntry(names.AsSpan(48), FeatureType.Incompatible, 9, "future"u8);
+        FeatureNameTable.WriteEntry(names.AsSpan(96), FeatureType.Autoclear, 0, "bitmaps"u8);
+        pos += HeaderExtensionEnumerator.WriteExtension(valid.AsSpan(pos), Qcow2Constants.ExtensionFeatureNameTable, names);
+        var bitmaps = new byte[24];
+        var bv = BitmapsExtensionView.Create(bitmaps);
+        bv.NbBitmaps = 1;
+        bv.BitmapDirectorySize = 40;
+        bv.BitmapDirectoryOffset = 0x3000;
+        pos += HeaderExtensionEnumerator.WriteExtension(valid.AsSpan(pos), Qcow2Constants.ExtensionBitmaps, bitmaps);
+        HeaderExtensionEnumerator.WriteEnd(valid.AsSpan(pos));
+        "base.img"u8.CopyTo(valid.AsSpan(3000));
+        Assert.Empty(Run(Qcow2Header.Parse(valid), 1 << 20, valid));
         var gen = from noise in Props.Bytes(0, 4096)
                   from mutate in Gen.Elements(true, false)
                   from count in Gen.Choose(1, 12)
                   select (noise, mutate, count);
         var dest = new HeaderViolation[HeaderValidator.MaxViolations];
+        int reachedValid = 0, rejected = 0;
         Props.Check(gen, t =>
         {
             byte[] data;
@@ -224,17 +245,20 @@ public class HeaderValidatorTests
             {
                 data = (byte[])valid.Clone();
                 var rnd = new Random(t.noise.Length * 31 + t.count);
-                for (int i = 0; i < t.count; i++) data[rnd.Next(120)] = (byte)rnd.Next(256);
-                if (t.noise.Length > 200) t.noise.AsSpan(0, 200).CopyTo(data.AsSpan(120));
+                for (int i = 0; i < t.count; i++) data[rnd.Next(t.count > 6 ? 120 : 400)] = (byte)rnd.Next(256);
+                if (t.noise.Length > 3000) t.noise.AsSpan(0, 64).CopyTo(data.AsSpan(t.noise[0] * 2));
             }
             else data = t.noise;
             try
             {
                 var h = Qcow2Header.Parse(data);
-                int n = HeaderValidator.Validate(h, data.Length, dest, data);
+                // The mutated header describes a 1 MiB file (its tables lie past the 4 KiB buffer).
+                long fileLength = t.mutate ? 1 << 20 : data.Length;
+                int n = HeaderValidator.Validate(h, fileLength, dest, data);
                 Assert.InRange(n, 0, dest.Length);
                 foreach (var v in dest.AsSpan(0, n)) Assert.NotNull(v.Message);
-                HeaderValidator.ThrowIfInvalid(h, data.Length, data);
+                HeaderValidator.ThrowIfInvalid(h, fileLength, data);
+                reachedValid++;
                 // A valid header: every extension walk and table read stays in bounds.
                 var e = new HeaderExtensionEnumerator(data.AsSpan(0, h.ExtensionsEnd(data.Length)), h.ExtensionsStart);
                 foreach (var ext in e)
@@ -244,8 +268,11 @@ public class HeaderValidatorTests
                 for (int off = 0, i = 0; i < 4 && SnapshotEntryReader.Read(data, off, out _, out int len) == SnapshotEntryStatus.Ok; i++) off += len;
                 for (int off = 0, i = 0; i < 4 && BitmapDirectoryReader.Read(data, off, out _, out int len) != BitmapEntryStatus.Truncated && len > 0; i++) off += len;
             }
-            catch (Qcow2CorruptImageException) { }
-            catch (Qcow2UnsupportedImageException) { }
+            catch (Qcow2CorruptImageException) { rejected++; }
+            catch (Qcow2UnsupportedImageException) { rejected++; }
         }, cases: 1000);
+        // Both paths are exercised: mutated headers that still validate, and rejected ones.
+        Assert.True(reachedValid > 50, $"only {reachedValid} cases reached the valid path");
+        Assert.True(rejected > 50, $"only {rejected} cases were rejected");
     }
 }
