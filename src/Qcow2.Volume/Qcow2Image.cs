@@ -67,7 +67,9 @@ public sealed partial class Qcow2Image : IDiskImage
     public string Format => "qcow2";
 
     /// <inheritdoc/>
-    public long Size { get; }
+    public long Size => Volatile.Read(ref _size);
+
+    private long _size;
 
     /// <inheritdoc/>
     public bool IsReadOnly => _readOnly;
@@ -178,7 +180,7 @@ public sealed partial class Qcow2Image : IDiskImage
             throw new Qcow2UnsupportedImageException("extended_l2", $"Extended L2 entries need clusters of at least 16 KiB (cluster_bits {clusterBits}).");
         if (!header.TryGetRefcountGeometry(out _rc))
             throw new Qcow2UnsupportedImageException("refcount_order", $"Unsupported refcount_order {header.RefcountOrder}.");
-        Size = (long)header.Size;
+        _size = (long)header.Size;
 
         if (header.CryptMethod != Qcow2Constants.CryptNone)
             throw new Qcow2UnsupportedImageException("encryption", $"Encrypted images (crypt_method {header.CryptMethod}) are not supported.");
@@ -284,7 +286,7 @@ public sealed partial class Qcow2Image : IDiskImage
         _refTable = parent._refTable;
         _refTableOffset = parent._refTableOffset;
         _refTableClusters = parent._refTableClusters;
-        Size = snapshot.VirtualSize;
+        _size = snapshot.VirtualSize;
         _l1Offset = snapshot.L1TableOffset;
         _l1 = ReadTable(snapshot.L1TableOffset, snapshot.L1Size, "snapshot L1 table");
         for (int i = 0; i < _l1.Length; i++)

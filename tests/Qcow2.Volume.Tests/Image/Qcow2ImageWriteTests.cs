@@ -242,6 +242,33 @@ public sealed class Qcow2ImageWriteTests
         Assert.False(reopened.Bitmaps.Single(b => b.Name == "frozen").InUse);
     }
 
+    [Theory]
+    [InlineData("cluster_size=4096", 64L << 20)]
+    [InlineData("cluster_size=512,extended_l2=off", 300L << 20)]
+    [InlineData("extended_l2=on,cluster_size=16384", 3L << 30)]
+    public void Resize_BeyondL1Coverage_GrowsL1AndQemuAgrees(string options, long newSize)
+    {
+        using var dir = new TempDir();
+        string image = dir.File("r.qcow2");
+        QemuTools.Img("create", "-f", "qcow2", "-o", options, image, "1M");
+        QemuTools.Io(image, "qcow2", "write -P 0x17 0 1M");
+        using (var img = Qcow2Image.Open(image, Trusted))
+        {
+            img.Resize(newSize);
+            Assert.Equal(newSize, img.Size);
+            img.Write(newSize - 70000, new byte[] { 1, 2, 3, 4 });
+            img.Write(500, new byte[] { 5 });
+        }
+        AssertQemuCheckClean(image);
+        Assert.Contains($"\"virtual-size\": {newSize}", QemuTools.Img("info", "--output=json", image));
+        var (code, stdout, _) = QemuTools.Run(QemuTools.QemuIo, "-f", "qcow2", "-c", $"read -P 0x17 0 500", "-c", $"read -P 5 500 1", "-c", $"read -P 0 1M {Math.Min(newSize - 70000 - (1 << 20), 64 << 20)}", image);
+        Assert.True(code == 0 && !stdout.Contains("fail", StringComparison.OrdinalIgnoreCase), stdout);
+        using var reopened = Qcow2Image.Open(image, TrustedReadOnly);
+        var tail = new byte[4];
+        reopened.Read(newSize - 70000, tail);
+        Assert.Equal(new byte[] { 1, 2, 3, 4 }, tail);
+    }
+
     [Fact]
     public void Write_LazyRefcounts_DirtyWhileOpenCleanAfterClose()
     {
