@@ -113,14 +113,14 @@ internal sealed class Qcow2FileHarness : IDiskHarness
 
     public string TopPath { get; }
 
-    private static string LayerName(ImageGeometry g, int index) => $"backing{index + 1}.{g.Backing[index].Format}";
+    public static string LayerName(ImageGeometry g, int index) => $"backing{index + 1}.{g.Backing[index].Format}";
 
     public IGuestDisk Open()
     {
         if (!_created)
         {
             _created = true;
-            CreateChain();
+            CreateBackingChain(_dir, _geometry);
             Qcow2Creator.Create(TopPath, GeometryMapping.CreateOptions(
                 _geometry,
                 _geometry.Backing.Count > 0 ? LayerName(_geometry, 0) : null,
@@ -130,9 +130,10 @@ internal sealed class Qcow2FileHarness : IDiskHarness
         return new Qcow2GuestDisk(Qcow2Image.Open(TopPath, new Qcow2OpenOptions { ExternalFilePolicy = ExternalFilePolicy.AllowUnder(_dir.Path) }));
     }
 
-    private void CreateChain()
+    /// <summary>Creates the backing files of <paramref name="g"/> in <paramref name="dir"/> with qemu-img and fills them with qemu-io.</summary>
+    public static void CreateBackingChain(TempDir dir, ImageGeometry g)
     {
-        var g = _geometry;
+        var _dir = dir;
         for (var i = g.Backing.Count - 1; i >= 0; i--)
         {
             var layer = g.Backing[i];
