@@ -161,13 +161,16 @@ public sealed class CliInteropTests : IClassFixture<CliInteropTests.Fixture>
     [InlineData("-O", "qcow2", "-o", "cluster_size=16k,extended_l2=on", "small.qcow2")]
     [InlineData("-O", "qcow2", "-o", "preallocation=full", "small.qcow2")]
     [InlineData("base.qcow2")]
-    public void Measure_Json_EqualsQemuImg(params string[] args)
+    public void Measure_JsonAndHuman_EqualQemuImg(params string[] args)
     {
-        var full = new[] { "measure", "--output=json" }.Concat(args).ToArray();
-        var ours = Cli.Run(P, full);
-        var qemu = Cli.Qemu(P, full);
-        Assert.Equal(0, ours.Code);
-        Assert.Equal(qemu.Out, ours.Out);
+        foreach (var output in new[] { "--output=json", "--output=human" })
+        {
+            var full = new[] { "measure", output }.Concat(args).ToArray();
+            var ours = Cli.Run(P, full);
+            var qemu = Cli.Qemu(P, full);
+            Assert.Equal(0, ours.Code);
+            Assert.Equal(qemu.Out, ours.Out);
+        }
     }
 
     [Theory]
@@ -312,6 +315,12 @@ public sealed class CliCheckRepairTests
     {
         Cli.QemuOk(dir.Path, "create", "-q", "-f", "qcow2", name, "1M");
         Cli.QemuIo(dir.Path, name, "write 0 64k");
+        Patch(dir, name, cluster, value);
+        return name;
+    }
+
+    private static void Patch(TempDir dir, string name, int cluster, ushort value)
+    {
         string path = dir.File(name);
         var bytes = File.ReadAllBytes(path);
         // The refcount table's offset is at header byte 48; its first entry points to block 0.
@@ -319,7 +328,22 @@ public sealed class CliCheckRepairTests
         long block = (long)System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(bytes.AsSpan((int)table));
         System.Buffers.Binary.BinaryPrimitives.WriteUInt16BigEndian(bytes.AsSpan((int)block + 2 * cluster), value);
         File.WriteAllBytes(path, bytes);
-        return name;
+    }
+
+    [Fact]
+    public void CheckRepairLeaks_LeakAndCorruption_CheckFailsWithExitOneLikeQemuImg()
+    {
+        using var dir = new TempDir();
+        MakePatched(dir, "a.qcow2", 0, 2);
+        Patch(dir, "a.qcow2", 5, 0);
+        File.Copy(dir.File("a.qcow2"), dir.File("b.qcow2"));
+        var ours = Cli.Run(dir.Path, "check", "-r", "leaks", "a.qcow2");
+        var qemu = Cli.Qemu(dir.Path, "check", "-r", "leaks", "b.qcow2");
+        Assert.Equal(1, qemu.Code);
+        Assert.Equal(qemu.Code, ours.Code);
+        Assert.Contains("qcow2: Check failed: ", ours.Err);
+        // Without repair the same image reports its corruptions (exit 2) in both tools.
+        Assert.Equal(Cli.Qemu(dir.Path, "check", "b.qcow2").Code, Cli.Run(dir.Path, "check", "a.qcow2").Code);
     }
 
     [Theory]
