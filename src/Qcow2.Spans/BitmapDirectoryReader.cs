@@ -37,6 +37,12 @@ public enum BitmapEntryStatus
 
     /// <summary>The offset is negative or not a multiple of 8.</summary>
     InvalidOffset,
+
+    /// <summary>The bitmap table offset is zero or not cluster aligned.</summary>
+    TableOffsetMisaligned,
+
+    /// <summary>bitmap_table_size does not match the clusters the bitmap of this disk needs.</summary>
+    TableSizeMismatch,
 }
 
 /// <summary>A decoded bitmap directory entry (spec "Bitmap directory"); name and extra data are slices.</summary>
@@ -133,6 +139,23 @@ public static class BitmapDirectoryReader
             return BitmapEntryStatus.GranularityOutOfRange;
         if (v.BitmapTableSize > Qcow2Limits.MaxBitmapTableSize) return BitmapEntryStatus.TableTooLarge;
         if (entry[(int)unpadded..(int)padded].IndexOfAnyExcept((byte)0) >= 0) return BitmapEntryStatus.PaddingNotZero;
+        return BitmapEntryStatus.Ok;
+    }
+
+    /// <summary>
+    /// Checks a decoded entry against the image: the bitmap table cluster aligned, and exactly
+    /// as many table entries as a bitmap of <paramref name="virtualSize"/> at the entry's
+    /// granularity needs.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">virtualSize is negative.</exception>
+    public static BitmapEntryStatus Validate(in BitmapDirectoryEntryInfo info, in ClusterGeometry geometry, long virtualSize)
+    {
+        if (info.BitmapTableOffset == 0 || (info.BitmapTableOffset & (ulong)(geometry.ClusterSize - 1)) != 0
+            || info.BitmapTableOffset > long.MaxValue)
+            return BitmapEntryStatus.TableOffsetMisaligned;
+        if (info.GranularityBits > 63) return BitmapEntryStatus.GranularityOutOfRange;
+        if (TableEntriesFor(virtualSize, info.GranularityBits, geometry.ClusterBits) != info.BitmapTableSize)
+            return BitmapEntryStatus.TableSizeMismatch;
         return BitmapEntryStatus.Ok;
     }
 

@@ -19,6 +19,15 @@ public enum SnapshotEntryStatus
 
     /// <summary>The offset is negative or not a multiple of 8.</summary>
     InvalidOffset,
+
+    /// <summary>The snapshot's L1 table offset is not cluster aligned (or is zero with entries).</summary>
+    L1TableMisaligned,
+
+    /// <summary>The snapshot's L1 table is larger than QEMU's 32 MiB limit.</summary>
+    L1TableTooLarge,
+
+    /// <summary>A version 3 entry's extra data does not reach disk_size (16 bytes).</summary>
+    ExtraDataTooSmall,
 }
 
 /// <summary>
@@ -163,6 +172,20 @@ public static class SnapshotEntryReader
             ExtraData = extraData,
         };
         entryLength = (int)padded;
+        return SnapshotEntryStatus.Ok;
+    }
+
+    /// <summary>
+    /// Checks a decoded entry against the image: its L1 table aligned and within QEMU's limit,
+    /// and, for version 3 images, extra data through disk_size.
+    /// </summary>
+    public static SnapshotEntryStatus Validate(in SnapshotEntryInfo info, in ClusterGeometry geometry, uint version)
+    {
+        if (info.L1Size > Qcow2Limits.MaxL1Entries) return SnapshotEntryStatus.L1TableTooLarge;
+        if ((info.L1TableOffset & (ulong)(geometry.ClusterSize - 1)) != 0 || (info.L1Size != 0 && info.L1TableOffset == 0)
+            || info.L1TableOffset > long.MaxValue)
+            return SnapshotEntryStatus.L1TableMisaligned;
+        if (version >= 3 && info.ExtraDataSize < MinExtraDataSizeV3) return SnapshotEntryStatus.ExtraDataTooSmall;
         return SnapshotEntryStatus.Ok;
     }
 

@@ -36,6 +36,7 @@ public class SnapshotAndBitmapTests
             Assert.True(e.HasDiskSize);
             Assert.Equal(h.Size, e.DiskSize);
             Assert.Equal(h.L1Size, e.L1Size);
+            Assert.Equal(SnapshotEntryStatus.Ok, SnapshotEntryReader.Validate(e, ClusterGeometry.Create((int)h.ClusterBits), h.Version));
             Assert.Equal(0, len % 8);
             Assert.Equal(SnapshotEntryReader.EntryLength((int)e.ExtraDataSize, e.Id.Length, e.Name.Length), len);
             offset += len;
@@ -86,6 +87,41 @@ public class SnapshotAndBitmapTests
     }
 
     [Fact]
+    public void SnapshotValidate_EachRule_Reported()
+    {
+        var g = ClusterGeometry.Create(16);
+        SnapshotEntryStatus Check(ulong l1Offset, uint l1Size, int extra, uint version)
+        {
+            var b = new byte[256];
+            var v = SnapshotTableEntryView.Create(b);
+            v.L1TableOffset = l1Offset;
+            v.L1Size = l1Size;
+            v.ExtraDataSize = (uint)extra;
+            Assert.Equal(SnapshotEntryStatus.Ok, SnapshotEntryReader.Read(b, 0, out var e, out _));
+            return SnapshotEntryReader.Validate(e, g, version);
+        }
+        Assert.Equal(SnapshotEntryStatus.Ok, Check(0x50000, 16, 16, 3));
+        Assert.Equal(SnapshotEntryStatus.Ok, Check(0x50000, 16, 0, 2));
+        Assert.Equal(SnapshotEntryStatus.ExtraDataTooSmall, Check(0x50000, 16, 8, 3));
+        Assert.Equal(SnapshotEntryStatus.L1TableMisaligned, Check(0x50200, 16, 16, 3));
+        Assert.Equal(SnapshotEntryStatus.L1TableMisaligned, Check(0, 16, 16, 3));
+        Assert.Equal(SnapshotEntryStatus.L1TableTooLarge, Check(0x50000, 4 * 1024 * 1024 + 1, 16, 3));
+    }
+
+    [Fact]
+    public void BitmapValidate_MisalignedTable_Reported()
+    {
+        var b = new byte[64];
+        BitmapDirectoryReader.Write(b, 0x10200, 1, 0, 16, "a"u8);
+        Assert.Equal(BitmapEntryStatus.Ok, BitmapDirectoryReader.Read(b, 0, out var e, out _));
+        Assert.Equal(BitmapEntryStatus.TableOffsetMisaligned, BitmapDirectoryReader.Validate(e, ClusterGeometry.Create(16), 1 << 20));
+        BitmapDirectoryReader.Write(b, 0x10000, 1, 0, 16, "a"u8);
+        Assert.Equal(BitmapEntryStatus.Ok, BitmapDirectoryReader.Read(b, 0, out e, out _));
+        // 1 MiB at 64 KiB granularity: 16 bits, 2 bytes, one cluster of bitmap data.
+        Assert.Equal(BitmapEntryStatus.Ok, BitmapDirectoryReader.Validate(e, ClusterGeometry.Create(16), 1 << 20));
+    }
+
+    [Fact]
     public void BitmapDirectory_FromQemuImg_MatchesQemuImgInfo()
     {
         using var dir = new TempDir();
@@ -111,6 +147,8 @@ public class SnapshotAndBitmapTests
             Assert.Equal(flags.Contains("auto"), e.Auto);
             Assert.Equal(flags.Contains("in-use"), e.InUse);
             Assert.Equal(BitmapDirectoryReader.TableEntriesFor((long)h.Size, e.GranularityBits, (int)h.ClusterBits), e.BitmapTableSize);
+            Assert.Equal(BitmapEntryStatus.Ok, BitmapDirectoryReader.Validate(e, ClusterGeometry.Create((int)h.ClusterBits), (long)h.Size));
+            Assert.Equal(BitmapEntryStatus.TableSizeMismatch, BitmapDirectoryReader.Validate(e, ClusterGeometry.Create((int)h.ClusterBits), (long)h.Size * 1024));
             var table = file.AsSpan(checked((int)e.BitmapTableOffset), (int)e.BitmapTableSize * 8);
             var g = ClusterGeometry.Create((int)h.ClusterBits);
             for (int j = 0; j < e.BitmapTableSize; j++)
