@@ -173,3 +173,29 @@ public class HeaderTests
         Assert.Throws<Qcow2CorruptImageException>(() => h.GetBackingFileName(cluster));
     }
 }
+
+public class ExceptionTests
+{
+    [Fact]
+    public void CorruptException_CarriesStructureOffsetAndHexValue()
+    {
+        var e = new Qcow2CorruptImageException("L2 entry", 0x30008, 0xdead_beef, "bad");
+        Assert.Equal("L2 entry", e.Structure);
+        Assert.Equal(0x30008, e.Offset);
+        Assert.Equal(0xdead_beefUL, e.RawValue);
+        Assert.Equal("bad", e.Reason);
+        Assert.Contains("0x30008", e.Message);
+        Assert.Contains("0xdeadbeef", e.Message);
+        Assert.DoesNotContain("offset", new Qcow2CorruptImageException("x", -1, 1, "y").Message);
+    }
+
+    [Fact]
+    public void HeaderViolation_ToException_MatchesItsKind()
+    {
+        var corrupt = new HeaderViolation(HeaderRule.Magic, "magic", 0, 5, false, "bad magic").ToException();
+        var c = Assert.IsType<Qcow2CorruptImageException>(corrupt);
+        Assert.Equal("header.magic", c.Structure);
+        var unsupported = new HeaderViolation(HeaderRule.Version, "version", 4, 9, true, "v9").ToException();
+        Assert.Equal("version", Assert.IsType<Qcow2UnsupportedImageException>(unsupported).Feature);
+    }
+}
