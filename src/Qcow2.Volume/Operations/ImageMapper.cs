@@ -41,7 +41,10 @@ public static class ImageMapper
     /// <summary>The message qemu-img's human output gives for data it cannot show an offset for.</summary>
     public const string NoOffsetMessage = "File contains external, encrypted or compressed clusters.";
 
-    /// <summary>Lists the merged extents of <paramref name="image"/> in [<paramref name="start"/>, start + <paramref name="length"/>).</summary>
+    /// <summary>
+    /// Lists the merged extents of <paramref name="image"/> in [<paramref name="start"/>, start + <paramref name="length"/>);
+    /// an empty range gives one entry of length 0 at <paramref name="start"/>, as qemu-img prints.
+    /// </summary>
     /// <param name="image">The image (its backing chain is followed through <see cref="Qcow2Image.Backing"/>).</param>
     /// <param name="start">First guest offset (qemu-img's --start-offset).</param>
     /// <param name="length">Bytes to map (--max-length); -1 for up to the end.</param>
@@ -75,7 +78,9 @@ public static class ImageMapper
             }
             pos += e.Length;
         }
-        if (current is { } last) yield return last;
+        // With nothing to map (an empty image, or a start past the end) qemu-img still prints its
+        // initial, empty entry.
+        yield return current ?? new MapEntry(start, 0, 0, false, false, false, null, null, false);
     }
 
     private static bool Mergeable(in MapEntry a, in MapEntry b)

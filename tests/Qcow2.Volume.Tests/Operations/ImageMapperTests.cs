@@ -26,6 +26,15 @@ public sealed class ImageMapperTests : IDisposable
     }
 
     [Fact]
+    public void Map_EmptyImageOrStartPastTheEnd_EqualsQemuImgJson()
+    {
+        _img.Img("create", "-q", "-f", "qcow2", "empty.qcow2", "0");
+        Assert.Equal(_img.Img("map", "--output=json", "empty.qcow2"), OurJson("empty.qcow2"));
+        _img.Img("create", "-q", "-f", "qcow2", "one.qcow2", "1M");
+        Assert.Equal(_img.Img("map", "--output=json", "--start-offset=2M", "one.qcow2"), OurJson("one.qcow2", start: 2 << 20));
+    }
+
+    [Fact]
     public void Map_StartAndLength_EqualsQemuImgJson()
     {
         _img.MakeChain();
