@@ -398,9 +398,13 @@ public static class HeaderValidator
     // The extension area re-based at 0 so that the walker's start is 0 (header_length may be odd).
     private static ReadOnlySpan<byte> ExtensionArea(Qcow2Header h, ReadOnlySpan<byte> headerCluster)
     {
+        // The area ends with the first cluster even when the caller passes more.
+        int limit = h.ClusterBits is >= Qcow2Limits.MinClusterBits and <= Qcow2Limits.MaxClusterBits
+            ? Math.Min(headerCluster.Length, h.ClusterSize)
+            : headerCluster.Length;
         int start = h.ExtensionsStart;
-        int end = h.ExtensionsEnd(headerCluster.Length);
-        if (start < 0 || start > end || end > headerCluster.Length) return default;
+        int end = h.ExtensionsEnd(limit);
+        if (start < 0 || start > end || end > limit) return default;
         return headerCluster[start..end];
     }
 
