@@ -116,3 +116,29 @@ public class GeometryTests
         Assert.Throws<ArgumentOutOfRangeException>(() => RefcountGeometry.Create(16, -1));
     }
 }
+
+public class GeometryLimitTests
+{
+    [Fact]
+    public void MaxVirtualSizeFor_QemuL1Limit_MatchesTheSpecNotes()
+    {
+        // Spec, header "size": with the 32 MB L1 limit, 2 MB clusters reach 2 EB (61 bits) and
+        // 512-byte clusters 128 GB (37 bits).
+        Assert.Equal(1L << 61, ClusterGeometry.Create(21).MaxVirtualSizeFor(Qcow2Limits.MaxL1Entries));
+        Assert.Equal(1L << 37, ClusterGeometry.Create(9).MaxVirtualSizeFor(Qcow2Limits.MaxL1Entries));
+        Assert.Equal(0, ClusterGeometry.Create(16).MaxVirtualSizeFor(0));
+        Assert.Equal(long.MaxValue, ClusterGeometry.Create(21).MaxVirtualSizeFor(long.MaxValue));
+    }
+
+    [Fact]
+    public void MaxHostSizeFor_QemuRefcountTableLimit_MatchesTheSpecNotes()
+    {
+        // Spec, "Host cluster management": with the 8 MB refcount table limit, 2 MB clusters and
+        // refcount_order 4 reach 2 EB (61 bits); 512-byte clusters with refcount_order 6 reach 32 GB (35 bits).
+        var big = RefcountGeometry.Create(21, 4);
+        Assert.Equal(1L << 61, big.MaxHostSizeFor(Qcow2Limits.MaxRefcountTableSize / big.ClusterSize));
+        var small = RefcountGeometry.Create(9, 6);
+        Assert.Equal(1L << 35, small.MaxHostSizeFor(Qcow2Limits.MaxRefcountTableSize / small.ClusterSize));
+        Assert.Equal(long.MaxValue, small.MaxHostSizeFor(long.MaxValue));
+    }
+}
