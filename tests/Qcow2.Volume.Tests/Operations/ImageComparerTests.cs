@@ -85,6 +85,19 @@ public sealed class ImageComparerTests : IDisposable
     }
 
     [Fact]
+    public void Compare_StrictOnVariousPairs_SameAsQemuImg()
+    {
+        _img.MakeChain();
+        _img.Img("convert", "-O", "qcow2", "top.qcow2", "flat.qcow2");
+        _img.Img("convert", "-O", "qcow2", "top.qcow2", "flat2.qcow2");
+        _img.Img("convert", "-O", "raw", "top.qcow2", "flat.raw");
+        AssertSameAsQemu("flat.qcow2", "flat2.qcow2", strict: true);
+        AssertSameAsQemu("top.qcow2", "flat.qcow2", strict: true);
+        AssertSameAsQemu("flat.qcow2", "flat.raw", strict: true, fb: "raw");
+        AssertSameAsQemu("flat.raw", "flat.raw", strict: true, fa: "raw", fb: "raw");
+    }
+
+    [Fact]
     public void Compare_BackingChainAgainstItsFlattenedCopy_Identical()
     {
         _img.MakeChain();
