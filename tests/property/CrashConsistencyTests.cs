@@ -32,7 +32,6 @@ public class CrashConsistencyTests(ITestOutputHelper output)
             MaxClusterBits = 16,
             AllowBacking = false,
             AllowDataFile = false,
-            AllowReopen = false,
         };
         var workloads = 0;
         long cutsTried = 0;
@@ -115,16 +114,29 @@ public class CrashConsistencyTests(ITestOutputHelper output)
         var model = ModelRunner.BuildModel(g);
         var durable = new List<Durable> { new(model.Clone(), -1, 0) };
         var started = new int[script.Commands.Count];
-        using (var image = Qcow2Image.Open(recorder))
+        var image = Qcow2Image.Open(recorder);
+        try
         {
             for (var i = 0; i < script.Commands.Count; i++)
             {
                 var command = script.Commands[i];
                 started[i] = recorder.EventCount;
+                if (command is ReopenCommand)
+                {
+                    // Closing flushes: a durable point, then the image is opened again on the same medium.
+                    image.Dispose();
+                    durable.Add(new Durable(model.Clone(), i, recorder.EventCount));
+                    image = Qcow2Image.Open(recorder);
+                    continue;
+                }
                 command.Apply(model);
                 command.Execute(new Qcow2GuestDisk(image));
                 if (command is FlushCommand) durable.Add(new Durable(model.Clone(), i, recorder.EventCount));
             }
+        }
+        finally
+        {
+            image.Dispose();
         }
         // Closing flushes too.
         durable.Add(new Durable(model.Clone(), script.Commands.Count, recorder.EventCount));

@@ -11,26 +11,52 @@ using Qcow2.Volume.Storage;
 
 namespace Qcow2.Property.Tests.Qcow2;
 
-/// <summary><see cref="IGuestDisk"/> over a <see cref="Qcow2Image"/>.</summary>
-internal sealed class Qcow2GuestDisk(Qcow2Image image) : IGuestDisk
+/// <summary><see cref="IGuestDisk"/> over a <see cref="Qcow2Image"/>, through its synchronous or its asynchronous methods.</summary>
+internal sealed class Qcow2GuestDisk(Qcow2Image image, bool useAsync = false) : IGuestDisk
 {
     public Qcow2Image Image { get; } = image;
 
     public long Size => Image.Size;
 
-    public void Read(long offset, Span<byte> destination) => Image.Read(offset, destination);
+    public void Read(long offset, Span<byte> destination)
+    {
+        if (!useAsync)
+        {
+            Image.Read(offset, destination);
+            return;
+        }
+        var buffer = new byte[destination.Length];
+        Image.ReadAsync(offset, buffer).AsTask().GetAwaiter().GetResult();
+        buffer.CopyTo(destination);
+    }
 
-    public void Write(long offset, ReadOnlySpan<byte> source) => Image.Write(offset, source);
+    public void Write(long offset, ReadOnlySpan<byte> source)
+    {
+        if (useAsync) Image.WriteAsync(offset, source.ToArray()).AsTask().GetAwaiter().GetResult();
+        else Image.Write(offset, source);
+    }
 
     public void WriteZeroes(long offset, long length, bool unmap) => Image.WriteZeroes(offset, length, unmap);
 
     public void Discard(long offset, long length) => Image.Discard(offset, length);
 
-    public void WriteCompressed(long offset, ReadOnlySpan<byte> source) => Image.WriteCompressed(offset, source);
+    public void WriteCompressed(long offset, ReadOnlySpan<byte> source)
+    {
+        if (useAsync) Image.WriteCompressedAsync(offset, source.ToArray()).AsTask().GetAwaiter().GetResult();
+        else Image.WriteCompressed(offset, source);
+    }
 
-    public void Flush() => Image.Flush();
+    public void Flush()
+    {
+        if (useAsync) Image.FlushAsync().AsTask().GetAwaiter().GetResult();
+        else Image.Flush();
+    }
 
-    public void Dispose() => Image.Dispose();
+    public void Dispose()
+    {
+        if (useAsync) Image.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        else Image.Dispose();
+    }
 }
 
 /// <summary>Maps a generated geometry to our create options.</summary>
@@ -74,19 +100,21 @@ internal sealed class Qcow2MemoryHarness : IDiskHarness
 {
     private readonly MemoryStorage _storage = new("property-test");
     private readonly ImageGeometry _geometry;
+    private readonly bool _useAsync;
     private bool _created;
 
-    public Qcow2MemoryHarness(ImageGeometry g)
+    public Qcow2MemoryHarness(ImageGeometry g, bool useAsync = false)
     {
+        _useAsync = useAsync;
         if (g.Backing.Count > 0 || g.ExternalDataFile) throw new ArgumentException("the memory harness has no files for a chain or a data file", nameof(g));
         _geometry = g;
     }
 
     public IGuestDisk Open()
     {
-        if (_created) return new Qcow2GuestDisk(Qcow2Image.Open(_storage));
+        if (_created) return new Qcow2GuestDisk(Qcow2Image.Open(_storage), _useAsync);
         _created = true;
-        return new Qcow2GuestDisk(Qcow2Image.Create(_storage, GeometryMapping.CreateOptions(_geometry)));
+        return new Qcow2GuestDisk(Qcow2Image.Create(_storage, GeometryMapping.CreateOptions(_geometry)), _useAsync);
     }
 
     public void FinalChecks(ReferenceDisk model) => GeometryMapping.CheckClean(_storage, "after the script");
