@@ -51,6 +51,30 @@ public sealed class ImageConverterTests : IDisposable
         Assert.Equal(Data("ref.qcow2"), Data("out.qcow2"));
     }
 
+    [Theory]
+    [InlineData("extended_l2=on,cluster_size=32K", "qcow2")]
+    [InlineData("extended_l2=on,cluster_size=32K", "raw")]
+    [InlineData("data_file=src.data", "qcow2")]
+    [InlineData("preallocation=metadata,cluster_size=4K", "qcow2")]
+    [InlineData("compression_type=zstd", "raw")]
+    [InlineData("refcount_bits=1,cluster_size=512", "qcow2")]
+    public void Convert_QemuMadeSources_TargetEqualsSource(string sourceOptions, string targetFormat)
+    {
+        _img.Img("create", "-q", "-f", "qcow2", "-o", sourceOptions, "src.qcow2", "3M");
+        _img.Io("src.qcow2", "qcow2", "write -P 5 100k 10k", "write -z 1M 128k", "write -P 6 2M 4k", "write -P 7 2100k 300k");
+        if (sourceOptions.Contains("zstd", StringComparison.Ordinal))
+        {
+            _img.Img("convert", "-c", "-O", "qcow2", "-o", sourceOptions, "src.qcow2", "srcc.qcow2");
+            File.Move(_img.File("srcc.qcow2"), _img.File("src.qcow2"), overwrite: true);
+        }
+        string dstName = "dst." + targetFormat;
+        using (var src = _img.Open("src.qcow2"))
+        using (var dst = DiskImage.Create(_img.File(dstName), targetFormat, src.Size))
+            Convert(src, dst);
+        AssertIdentical("src.qcow2", dstName, fb: targetFormat);
+        if (targetFormat == "qcow2") AssertClean(dstName);
+    }
+
     [Fact]
     public void Convert_SparseRawToRaw_SameContentAndHolesKept()
     {
