@@ -73,7 +73,7 @@ internal sealed class ChainStatus : IDisposable
         long host = compressed ? -1 : s.HostOffset;
         if (_probeHoles && data && !zero && host >= 0 && s.HostFile is { } file && ShouldProbe(s.Depth, file) is { } storage)
         {
-            bool raw = s.Depth < _layers.Length && _layers[s.Depth] is not Qcow2Image;
+            bool raw = s.Depth < _layers.Length && _layers[s.Depth].Format == "raw";
             long fileLength = storage.Length;
             if (host >= fileLength)
             {
@@ -105,7 +105,9 @@ internal sealed class ChainStatus : IDisposable
     {
         if (depth >= _layers.Length) return null;
         var layer = _layers[depth];
-        if (layer is not Qcow2Image q) return Probe(file);
+        if (layer.Format == "raw") return Probe(file);
+        // A qcow2 view we cannot inspect (e.g. a snapshot) is not probed.
+        if (layer is not Qcow2Image q) return null;
         if (q.Info.DataFile is not null) return null;
         var storage = Probe(file);
         if (storage is null) return null;
