@@ -8,10 +8,11 @@ namespace Qcow2.Volume.Compression;
 /// window, through the system's libz.so.1.
 /// </summary>
 /// <remarks>
-/// QEMU inflates compressed clusters with windowBits −12, i.e. a 4 KiB window; a stream that refers
-/// back further than that is rejected by it. So we deflate with the same window, and inflate with it
-/// too (which also rejects what QEMU would reject). Each thread keeps its own native z_stream pair,
-/// reset between calls, so no call allocates.
+/// QEMU deflates and inflates compressed clusters with windowBits −12, a 4 KiB window. We deflate
+/// with the same window, so no back reference reaches further than 4 KiB and any raw inflater —
+/// QEMU's, or a streaming one that keeps only a 4 KiB window — accepts our clusters. We inflate the
+/// way QEMU does (windowBits −12, one call into the whole cluster), so we accept exactly what it
+/// accepts. Each thread keeps its own native z_stream pair, reset between calls, so no call allocates.
 /// </remarks>
 public sealed unsafe class ZlibCodec : ICompressionCodec
 {
