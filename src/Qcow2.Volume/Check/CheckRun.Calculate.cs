@@ -118,7 +118,9 @@ internal sealed partial class CheckRun
             _weight = 1;
             _progress?.Report(0.3 + 0.25 * (g + 1) / order.Count);
         }
+        _recordSnapshotTable = true;
         IncrementRange(_img.SnapshotsOffset, snapshotsSize);
+        _recordSnapshotTable = false;
 
         // The refcount table.
         _countingStructure = true;
@@ -163,7 +165,7 @@ internal sealed partial class CheckRun
             _weight = outer * weight;
             CheckL2(offsets[index], table, active);
             _weight = outer;
-        });
+        }, active ? 0.0 : -1, active ? 0.3 : 0);
     }
 
     /// <summary>Counts the clusters one L2 table references and checks its entries.</summary>

@@ -15,7 +15,21 @@ internal sealed partial class CheckRun
     {
         long oldCorruptions = _res.Corruptions, oldLeaks = _res.Leaks;
         Report(CheckFindingKind.Information, -1, "Rebuilding refcount structure", repaired: true);
+        WriteRefcountStructure();
 
+        // As QEMU counts it: what a fresh count would still find stays; the rest was fixed.
+        _res.Corruptions = _persistentCorruptions;
+        _res.Leaks = 0;
+        if (_res.Corruptions < oldCorruptions) _res.CorruptionsFixed += oldCorruptions - _res.Corruptions;
+        _res.LeaksFixed += oldLeaks;
+        foreach (var m in mismatches)
+            Report(m.Stored < m.Counted ? CheckFindingKind.RefcountTooLow : CheckFindingKind.Leak, m.Cluster << ClusterBits,
+                $"cluster {m.Cluster} refcount={m.Stored} reference={m.Counted}", repaired: true);
+    }
+
+    /// <summary>Writes a refcount table and blocks describing the counted references, then switches the header to them.</summary>
+    private void WriteRefcountStructure()
+    {
         // The old table and blocks are replaced: stop counting them.
         foreach (var (start, count) in _structureIncrements)
             for (long k = start; k < start + count; k++)
@@ -76,15 +90,8 @@ internal sealed partial class CheckRun
         _nbClusters = newStart + size;
         _fileLength = _storage.Length;
         _res.RefcountStructureRebuilt = true;
-
-        // As QEMU counts it: what a fresh count would still find stays; the rest was fixed.
-        _res.Corruptions = _persistentCorruptions;
-        _res.Leaks = 0;
-        if (_res.Corruptions < oldCorruptions) _res.CorruptionsFixed += oldCorruptions - _res.Corruptions;
-        _res.LeaksFixed += oldLeaks;
-        foreach (var m in mismatches)
-            Report(m.Stored < m.Counted ? CheckFindingKind.RefcountTooLow : CheckFindingKind.Leak, m.Cluster << ClusterBits,
-                $"cluster {m.Cluster} refcount={m.Stored} reference={m.Counted}", repaired: true);
+        _structureIncrements.Clear();
+        _structureIncrements.Add((newStart, size));
     }
 
     private long HighestUsedCluster()
@@ -146,7 +153,7 @@ internal sealed partial class CheckRun
                 _res.CorruptionsFixed += dirty;
                 wrote = true;
             }
-        });
+        }, 0.75, 0.2);
         if (wrote || (repair && _res.CorruptionsFixed > 0)) _storage.Flush();
     }
 

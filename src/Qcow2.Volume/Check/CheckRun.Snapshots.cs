@@ -19,6 +19,12 @@ internal sealed partial class CheckRun
     private const ulong BitmapTableReservedMask = 0xff00_0000_0000_01feUL;
     private const ulong BitmapTableAllOnes = 1;
 
+    // Snapshot table problems are counted apart from the refcount check (as QEMU does) and joined at the end.
+    private long _snapshotCorruptions;
+    private List<byte[]>? _snapshotRewrite;   // the entries to write back when the table must be rewritten
+    private bool _snapshotTableNeedsRewrite;
+    private readonly List<(long Start, long Count)> _snapshotTableIncrements = new();
+
     /// <summary>Reads the snapshot table as QEMU's check does; problems that prevent reading it fail the check.</summary>
     private List<SnapshotRef> ReadSnapshotTable(out long tableSize)
     {
@@ -26,11 +32,19 @@ internal sealed partial class CheckRun
         uint count = _img.NbSnapshots;
         ulong offset = _img.SnapshotsOffset;
         var list = new List<SnapshotRef>();
+        if (FixErrors) _snapshotRewrite = new List<byte[]>();
         if (count > CheckImage.MaxSnapshots)
         {
-            // QEMU can only drop the excess snapshots by rewriting the table; we report it unrepaired.
-            _res.Corruptions++;
-            Report(CheckFindingKind.SnapshotTable, 60, $"Number of snapshots exceeds the maximum ({count} > {CheckImage.MaxSnapshots})");
+            _snapshotCorruptions++;
+            string message = $"Number of snapshots exceeds the maximum ({count} > {CheckImage.MaxSnapshots})";
+            if (FixErrors)
+            {
+                // Only the first snapshots are kept; the table is written anew at the end.
+                count = CheckImage.MaxSnapshots;
+                _snapshotTableNeedsRewrite = true;
+                Report(CheckFindingKind.SnapshotTable, 60, message, repaired: true);
+            }
+            else Report(CheckFindingKind.SnapshotTable, 60, message);
         }
         if (count > CheckImage.MaxSnapshots)
             throw Fail("File too large", CheckFindingKind.SnapshotTable, 60, "snapshot table too large");
@@ -43,14 +57,27 @@ internal sealed partial class CheckRun
         {
             pos = (pos + 7) & ~7L;
             ReadZeroFilled(pos, header);
+            long entryStart = pos;
             pos += CheckImage.SnapshotHeaderSize;
             ulong l1Offset = BinaryPrimitives.ReadUInt64BigEndian(header);
             uint l1Size = BinaryPrimitives.ReadUInt32BigEndian(header[8..]);
             ushort idSize = BinaryPrimitives.ReadUInt16BigEndian(header[12..]);
             ushort nameSize = BinaryPrimitives.ReadUInt16BigEndian(header[14..]);
             uint extraSize = BinaryPrimitives.ReadUInt32BigEndian(header[36..]);
+            uint keptExtra = extraSize;
             if (extraSize > CheckImage.MaxSnapshotExtraData)
-                throw Fail("File too large", CheckFindingKind.SnapshotTable, pos - 4, $"Too much extra metadata in snapshot table entry {i} ({extraSize} > {CheckImage.MaxSnapshotExtraData})");
+            {
+                string message = $"Too much extra metadata in snapshot table entry {i} ({extraSize} > {CheckImage.MaxSnapshotExtraData})";
+                if (!FixErrors)
+                    throw Fail("File too large", CheckFindingKind.SnapshotTable, entryStart + 36, message);
+                // The excess extra data is dropped when the table is written anew.
+                _snapshotCorruptions++;
+                _snapshotTableNeedsRewrite = true;
+                keptExtra = CheckImage.MaxSnapshotExtraData;
+                Report(CheckFindingKind.SnapshotTable, entryStart + 36, message, repaired: true);
+            }
+            var extra = new byte[keptExtra];
+            ReadZeroFilled(pos, extra);
             pos += extraSize;
             var text = new byte[idSize + nameSize];
             ReadZeroFilled(pos, text);
@@ -59,9 +86,60 @@ internal sealed partial class CheckRun
                 throw Fail("File too large", CheckFindingKind.SnapshotTable, (long)offset, "Snapshot table is too big");
             list.Add(new SnapshotRef(l1Offset, l1Size,
                 Encoding.UTF8.GetString(text, 0, idSize), Encoding.UTF8.GetString(text, idSize, nameSize)));
+            if (_snapshotRewrite is not null)
+            {
+                var entry = new byte[(CheckImage.SnapshotHeaderSize + keptExtra + text.Length + 7) & ~7L];
+                header.CopyTo(entry);
+                BinaryPrimitives.WriteUInt32BigEndian(entry.AsSpan(36), keptExtra);
+                extra.CopyTo(entry, CheckImage.SnapshotHeaderSize);
+                text.CopyTo(entry, CheckImage.SnapshotHeaderSize + (int)keptExtra);
+                _snapshotRewrite.Add(entry);
+            }
         }
         tableSize = pos - (long)offset;
+        if (!_snapshotTableNeedsRewrite) _snapshotRewrite = null;
         return list;
+    }
+
+    /// <summary>
+    /// Writes the repaired snapshot table after the end of the file, switches the header to it, and
+    /// writes a refcount structure that accounts for the move (the old table freed, the new one used).
+    /// </summary>
+    private void RewriteSnapshotTable()
+    {
+        if (_snapshotRewrite is null) return;
+        long bytes = 0;
+        foreach (var e in _snapshotRewrite) bytes += e.Length;
+        var table = new byte[bytes];
+        int at = 0;
+        foreach (var e in _snapshotRewrite) { e.CopyTo(table, at); at += e.Length; }
+
+        foreach (var (start, count) in _snapshotTableIncrements)
+            for (long k = start; k < start + count; k++)
+            {
+                ulong r = _refs.Get(k);
+                if (r > 0) _refs.Set(k, r - 1);
+            }
+        long newStart = _nbClusters;
+        long clusters = (bytes + ClusterSize - 1) >> ClusterBits;
+        if (!_refs.TryEnsure(newStart + clusters))
+            throw Fail("Cannot allocate memory", CheckFindingKind.SnapshotTable, -1, "no room for the rewritten snapshot table");
+        long tableOffset = bytes == 0 ? 0 : newStart << ClusterBits;
+        if (bytes > 0)
+        {
+            for (long k = newStart; k < newStart + clusters; k++) _refs.Set(k, 1);
+            _storage.Write(tableOffset, table);
+            _nbClusters = newStart + clusters;
+            _fileLength = _storage.Length;
+        }
+        _storage.Flush();
+        Span<byte> pointer = stackalloc byte[12];
+        BinaryPrimitives.WriteUInt32BigEndian(pointer, (uint)_snapshotRewrite.Count);
+        BinaryPrimitives.WriteUInt64BigEndian(pointer[4..], (ulong)tableOffset);
+        _storage.Write(60, pointer);
+        _storage.Flush();
+        WriteRefcountStructure();
+        Report(CheckFindingKind.SnapshotTable, tableOffset, "snapshot table written anew", repaired: true);
     }
 
     /// <summary>Counts the bitmap directory, bitmap tables and bitmap data clusters.</summary>

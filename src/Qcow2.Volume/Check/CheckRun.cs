@@ -40,6 +40,7 @@ internal sealed partial class CheckRun
     private long _persistentCorruptions; // corruptions found while counting that a rebuild does not fix
     private readonly List<(long Start, long Count)> _structureIncrements = new();
     private bool _countingStructure;
+    private bool _recordSnapshotTable;
 
     public CheckRun(IStorage storage, RepairMode fix, long maxArrayBytes, IProgress<double>? progress)
     {
@@ -65,6 +66,13 @@ internal sealed partial class CheckRun
         {
             var snapshots = ReadSnapshotTable(out long snapshotsSize);
             CheckRefcounts(snapshots, snapshotsSize);
+            if (_snapshotCorruptions > 0 && FixErrors)
+            {
+                RewriteSnapshotTable();
+                _res.CorruptionsFixed += _snapshotCorruptions;
+                _snapshotCorruptions = 0;
+            }
+            _res.Corruptions += _snapshotCorruptions;
             if (_fix != RepairMode.None && _res.CheckErrors == 0 && _res.Corruptions == 0)
                 MarkClean();
         }
@@ -148,6 +156,7 @@ internal sealed partial class CheckRun
             _nbClusters = last + 1;
         }
         if (_countingStructure) _structureIncrements.Add((first, last - first + 1));
+        if (_recordSnapshotTable) _snapshotTableIncrements.Add((first, last - first + 1));
         ulong max = _refs.MaxValue;
         ulong weight = (ulong)_weight;
         for (long k = first; k <= last; k++)
@@ -170,7 +179,7 @@ internal sealed partial class CheckRun
     /// once with weight k; tables wholly past the end of the file read as zeros, which reference
     /// nothing, and are not visited.
     /// </summary>
-    private void VisitTables(long[] offsets, TableVisitor visitor)
+    private void VisitTables(long[] offsets, TableVisitor visitor, double progressStart = -1, double progressSpan = 0)
     {
         int cs = ClusterSize;
         int bufferSize = Math.Max(MaxBatchBytes, cs);
@@ -208,6 +217,7 @@ internal sealed partial class CheckRun
         if (batches.Count == 0) return;
 
         byte[][] buffers = [ArrayPool<byte>.Shared.Rent(bufferSize), ArrayPool<byte>.Shared.Rent(bufferSize)];
+        Task pending = Task.CompletedTask;
         try
         {
             void ReadBatch(int b, byte[] buffer)
@@ -220,7 +230,6 @@ internal sealed partial class CheckRun
                 }
             }
 
-            Task pending = Task.CompletedTask;
             ReadBatch(0, buffers[0]);
             for (int b = 0; b < batches.Count; b++)
             {
@@ -245,11 +254,15 @@ internal sealed partial class CheckRun
                     }
                     at += length;
                 }
+                if (progressStart >= 0 && _progress is not null)
+                    _progress.Report(progressStart + progressSpan * (b + 1) / batches.Count);
             }
             pending.GetAwaiter().GetResult();
         }
         finally
         {
+            // Never hand a buffer back to the pool while the reader may still fill it.
+            try { pending.Wait(); } catch (AggregateException) { }
             ArrayPool<byte>.Shared.Return(buffers[0]);
             ArrayPool<byte>.Shared.Return(buffers[1]);
         }

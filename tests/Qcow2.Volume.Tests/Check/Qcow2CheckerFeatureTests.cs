@@ -85,6 +85,79 @@ public sealed class Qcow2CheckerFeatureTests
         Assert.Equal("Invalid argument", broken.FailureMessage);
     }
 
+    [Fact]
+    public void CheckRepairAll_SnapshotWithTooMuchExtraData_RewritesTableLikeQemu()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("snap.qcow2");
+        QemuTools.Img("create", "-q", "-f", "qcow2", path, "32M");
+        QemuTools.Io(path, "qcow2", "write -P 1 0 1M");
+        QemuTools.Img("snapshot", "-c", "s1", path);
+        QemuTools.Io(path, "qcow2", "write -P 2 0 64k");
+        QemuTools.Img("snapshot", "-c", "s2", path);
+        GrowFirstSnapshotExtraData(path, 1100);
+
+        var readOnly = CheckHarness.OurCheck(path);
+        Assert.True(QemuCheckReport.Run(path).Failed);
+        Assert.Equal("File too large", readOnly.FailureMessage);
+
+        string qemuCopy = CheckHarness.Copy(dir, path, "q.qcow2");
+        var qemu = QemuCheckReport.Run(qemuCopy, RepairMode.All);
+        var ours = CheckHarness.OurCheck(path, RepairMode.All);
+        Assert.Equal(qemu.Numbers(withImageEnd: false), QemuCheckReport.From(ours).Numbers(withImageEnd: false));
+        Assert.Equal(0, QemuCheckReport.Run(path).ExitCode);
+        foreach (var snapshot in new[] { "s1", "s2" })
+        {
+            string a = dir.File($"q-{snapshot}.raw"), b = dir.File($"o-{snapshot}.raw");
+            QemuTools.Img("convert", "-l", snapshot, "-O", "raw", qemuCopy, a);
+            QemuTools.Img("convert", "-l", snapshot, "-O", "raw", path, b);
+            Assert.Equal(File.ReadAllBytes(a), File.ReadAllBytes(b));
+        }
+        Assert.Equal(CheckHarness.ReadRaw(dir, qemuCopy), CheckHarness.ReadRaw(dir, path));
+    }
+
+    /// <summary>Rewrites the snapshot table in place with the first entry's extra data padded to <paramref name="size"/> bytes.</summary>
+    private static void GrowFirstSnapshotExtraData(string path, int size)
+    {
+        using var p = new ImagePatcher(path);
+        uint count = p.U32(60);
+        long pos = p.SnapshotsOffset;
+        var table = new List<byte>();
+        using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        byte[] Read(long at, int length)
+        {
+            var b = new byte[length];
+            file.Position = at;
+            file.ReadExactly(b);
+            return b;
+        }
+        for (int i = 0; i < count; i++)
+        {
+            pos = (pos + 7) & ~7L;
+            var header = Read(pos, 40);
+            pos += 40;
+            int idSize = System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(header.AsSpan(12));
+            int nameSize = System.Buffers.Binary.BinaryPrimitives.ReadUInt16BigEndian(header.AsSpan(14));
+            int extraSize = (int)System.Buffers.Binary.BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(36));
+            var extra = Read(pos, extraSize);
+            pos += extraSize;
+            var text = Read(pos, idSize + nameSize);
+            pos += text.Length;
+            if (i == 0)
+            {
+                Array.Resize(ref extra, size);
+                System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(header.AsSpan(36), (uint)size);
+            }
+            table.AddRange(header);
+            table.AddRange(extra);
+            table.AddRange(text);
+            while (table.Count % 8 != 0) table.Add(0);
+        }
+        Assert.True(table.Count <= p.ClusterSize, "the grown table still fits its cluster");
+        for (int i = 0; i < table.Count; i += 8)
+            p.WriteU64(p.SnapshotsOffset + i, System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(table.ToArray().AsSpan(i)));
+    }
+
     /// <summary>Walks the header extensions to the bitmap directory and returns its first table.</summary>
     private static (long Offset, int Size) FindFirstBitmapTable(string path)
     {
