@@ -19,11 +19,17 @@ public class ConcurrencyTests(ITestOutputHelper output)
 {
     private readonly PropertySettings _settings = PropertySettings.FromEnvironment();
 
-    private sealed record PlannedWrite(int Id, long Offset, int Length, DataPattern Pattern)
+    /// <summary>A write of a pattern, or of zeroes (write-zeroes, with or without unmap) when <see cref="Zero"/>.</summary>
+    private sealed record PlannedWrite(int Id, long Offset, int Length, DataPattern Pattern, bool Zero = false, bool Unmap = false)
     {
         public bool Covers(long offset) => offset >= Offset && offset - Offset < Length;
 
-        public override string ToString() => $"#{Id} write {Pattern} {Hex.Of(Offset)} {Hex.Of(Length)}";
+        public byte ByteAt(long offset) => Zero ? (byte)0 : Pattern.ByteAt(offset);
+
+        public byte[] Create(long offset, int length) => Zero ? new byte[length] : Pattern.Create(offset, length);
+
+        public override string ToString() =>
+            Zero ? $"#{Id} write -z{(Unmap ? " -u" : "")} {Hex.Of(Offset)} {Hex.Of(Length)}" : $"#{Id} write {Pattern} {Hex.Of(Offset)} {Hex.Of(Length)}";
     }
 
     [Fact]
@@ -55,7 +61,9 @@ public class ConcurrencyTests(ITestOutputHelper output)
         var cluster = 1 << clusterBits;
         const int blocks = 24;
         var size = (long)blocks * cluster;
-        var storage = new MemoryStorage("concurrency");
+        // Alternate between memory and a real file.
+        using var dir = new global::Qcow2.Tests.Shared.TempDir();
+        IStorage storage = random.Next(2) == 0 ? new MemoryStorage("concurrency") : FileStorage.Create(dir.File("concurrency.qcow2"));
         Qcow2Creator.Create(storage, new Qcow2CreateOptions { Size = size, ClusterSize = cluster, ExtendedL2 = extendedL2, RefcountBits = refcountBits });
 
         // Four writers of 20 writes each: whole clusters (1-3) or a few sectors inside one cluster.
@@ -69,18 +77,20 @@ public class ConcurrencyTests(ITestOutputHelper output)
             {
                 id++;
                 var pattern = DataPattern.Random((byte)id);
+                var zero = random.Next(8) == 0;
+                var unmap = zero && random.Next(2) == 0;
                 if (random.Next(5) < 3 || cluster == 512)
                 {
                     var first = random.Next(blocks);
                     var count = Math.Min(blocks - first, random.Next(1, 4));
-                    plans[w].Add(new PlannedWrite(id, (long)first * cluster, count * cluster, pattern));
+                    plans[w].Add(new PlannedWrite(id, (long)first * cluster, count * cluster, pattern, zero, unmap));
                 }
                 else
                 {
                     var sectors = cluster / 512;
                     var start = random.Next(sectors);
                     var count = random.Next(1, sectors - start + 1);
-                    plans[w].Add(new PlannedWrite(id, (long)random.Next(blocks) * cluster + start * 512L, count * 512, pattern));
+                    plans[w].Add(new PlannedWrite(id, (long)random.Next(blocks) * cluster + start * 512L, count * 512, pattern, zero, unmap));
                 }
             }
         }
@@ -103,7 +113,7 @@ public class ConcurrencyTests(ITestOutputHelper output)
                     {
                         var o = offset + i;
                         var b = buffer[i];
-                        if (b != 0 && !all.Any(w => w.Covers(o) && w.Pattern.ByteAt(o) == b))
+                        if (b != 0 && !all.Any(w => w.Covers(o) && w.ByteAt(o) == b))
                         {
                             lock (readerErrors) readerErrors.Add($"a reader saw 0x{b:x2} at 0x{o:x}, which no write put there");
                             return;
@@ -115,9 +125,10 @@ public class ConcurrencyTests(ITestOutputHelper output)
             {
                 foreach (var p in plan)
                 {
-                    var data = p.Pattern.Create(p.Offset, p.Length);
+                    var data = p.Create(p.Offset, p.Length);
                     // Mix the sync and async paths.
-                    if (p.Id % 2 == 0) image.Write(p.Offset, data);
+                    if (p.Zero) image.WriteZeroes(p.Offset, p.Length, p.Unmap);
+                    else if (p.Id % 2 == 0) image.Write(p.Offset, data);
                     else await image.WriteAsync(p.Offset, data);
                     if (p.Id % 7 == 0) image.Flush();
                 }
@@ -132,6 +143,7 @@ public class ConcurrencyTests(ITestOutputHelper output)
         GeometryMapping.CheckClean(storage, "after the parallel writes");
         using (var reopened = Qcow2Image.Open(storage, new Qcow2OpenOptions { ReadOnly = true }))
             VerifySerializable(reopened, all, size, cluster);
+        storage.Dispose();
     }
 
     private static void VerifySerializable(Qcow2Image image, PlannedWrite[] all, long size, int cluster)
@@ -152,7 +164,7 @@ public class ConcurrencyTests(ITestOutputHelper output)
                     if (sector.Span.ContainsAnyExcept((byte)0)) throw new InvalidOperationException($"sector 0x{s:x} was never written but is not zero");
                     continue;
                 }
-                var match = covering.FirstOrDefault(w => sector.Span.SequenceEqual(w.Pattern.Create(s, 512)));
+                var match = covering.FirstOrDefault(w => sector.Span.SequenceEqual(w.Create(s, 512)));
                 if (match is null)
                 {
                     throw new InvalidOperationException(
