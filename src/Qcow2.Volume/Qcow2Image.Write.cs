@@ -162,8 +162,11 @@ public sealed partial class Qcow2Image
 
         var plan = new WritePlan { Kind = PlanKind.Rewrite, GuestCluster = gc, Count = 1 };
         ReadEntryForWrite(gc, out ulong raw, out ulong bitmap);
-        long reuseHost = ReusableHost(gc, raw);
-        bool subclusterRegion = _geo.ExtendedL2 && (reuseHost >= 0 || (raw & (L2Bits.OffsetMask | L2Bits.Compressed)) == 0);
+        // With a data file every guest cluster has its fixed host cluster: nothing is allocated,
+        // but runs are batched the same way.
+        bool fixedMapping = _dataFile is not null;
+        long reuseHost = fixedMapping ? -1 : ReusableHost(gc, raw);
+        bool subclusterRegion = _geo.ExtendedL2 && (fixedMapping || reuseHost >= 0 || (raw & (L2Bits.OffsetMask | L2Bits.Compressed)) == 0);
         plan.FullClusters = !subclusterRegion;
         plan.RegionStart = subclusterRegion ? inCluster & ~(_geo.SubclusterSize - 1) : 0;
 
@@ -187,8 +190,8 @@ public sealed partial class Qcow2Image
                     int m = (int)Math.Min(_clusterSize, end - (offset + covered));
                     if (TryInPlace(g, 0, m, out _)) break;
                     ReadEntryForWrite(g, out ulong r2, out _);
-                    if (ReusableHost(g, r2) >= 0) break;
-                    bool sub2 = _geo.ExtendedL2 && (r2 & (L2Bits.OffsetMask | L2Bits.Compressed)) == 0;
+                    if (!fixedMapping && ReusableHost(g, r2) >= 0) break;
+                    bool sub2 = _geo.ExtendedL2 && (fixedMapping || (r2 & (L2Bits.OffsetMask | L2Bits.Compressed)) == 0);
                     if (m < _clusterSize && sub2 != subclusterRegion) break;
                     count++;
                     covered += m;
@@ -197,8 +200,8 @@ public sealed partial class Qcow2Image
             }
             plan.Count = count;
             plan.Length = (int)covered;
-            plan.Allocated = true;
-            plan.HostOffset = AllocateClusters(count);
+            plan.Allocated = !fixedMapping;
+            plan.HostOffset = fixedMapping ? gc << _clusterBits : AllocateClusters(count);
         }
 
         long lastEnd = (offset + plan.Length) - ((gc + plan.Count - 1) << _clusterBits);
@@ -257,10 +260,9 @@ public sealed partial class Qcow2Image
         ReadL2Entry(l2, (int)(gc & (_geo.L2Entries - 1)), out raw, out bitmap, out _);
     }
 
-    /// <summary>A host cluster this write may fill in place although it is not plain data: preallocated zeros, partly allocated subclusters, or the fixed mapping of a data file. -1 when a new cluster is needed.</summary>
+    /// <summary>A host cluster this write may fill in place although it is not plain data: preallocated zeros or partly allocated subclusters. -1 when a new cluster is needed.</summary>
     private long ReusableHost(long gc, ulong raw)
     {
-        if (_dataFile is not null) return gc << _clusterBits;
         if ((raw & (L2Bits.Compressed | L2Bits.Copied)) != L2Bits.Copied) return -1;
         long h = (long)(raw & L2Bits.OffsetMask);
         if (h == 0) return -1;

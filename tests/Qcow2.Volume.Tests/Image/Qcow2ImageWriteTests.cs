@@ -185,13 +185,14 @@ public sealed class Qcow2ImageWriteTests
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void Write_ExternalDataFile_QemuReadsIt(bool raw)
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    public void Write_ExternalDataFile_QemuReadsIt(bool raw, bool extendedL2)
     {
         using var dir = new TempDir();
         string image = dir.File("d.qcow2");
-        QemuTools.Img("create", "-f", "qcow2", "-o", $"data_file={dir.File("d.data")},data_file_raw={(raw ? "on" : "off")}", image, "4M");
+        QemuTools.Img("create", "-f", "qcow2", "-o", $"data_file={dir.File("d.data")},data_file_raw={(raw ? "on" : "off")},extended_l2={(extendedL2 ? "on" : "off")}", image, "4M");
         var model = new byte[4 << 20];
         using (var img = Qcow2Image.Open(image, Trusted))
         {
