@@ -32,15 +32,16 @@ internal sealed class CheckImage
 
     // QEMU's limits: QCOW_MAX_L1_SIZE (32 MiB of L1 table) bounds the memory an L1 read may take;
     // QCOW_MAX_REFTABLE_SIZE (8 MiB) likewise for the refcount table.
-    internal const long MaxL1Bytes = 32L << 20;
-    internal const long MaxRefcountTableBytes = 8L << 20;
-    internal const int MaxSnapshots = 65536;
+    internal const long MaxL1Bytes = Qcow2Limits.MaxL1Size;
+    internal const long MaxRefcountTableBytes = Qcow2Limits.MaxRefcountTableSize;
+    internal const int MaxSnapshots = Qcow2Limits.MaxSnapshots;
     internal const int SnapshotHeaderSize = 40;
-    internal const long MaxSnapshotTableBytes = 1024L * MaxSnapshots;
-    internal const int MaxSnapshotExtraData = 1024;
-    internal const int MaxBitmaps = 65535;
-    internal const long MaxBitmapDirectoryBytes = 1024L * MaxBitmaps;
-    private const int MinClusterBits = 9, MaxClusterBits = 21, MinExtendedL2ClusterBits = 14;
+    internal const long MaxSnapshotTableBytes = Qcow2Limits.MaxSnapshotTableSize;
+    internal const int MaxSnapshotExtraData = Qcow2Limits.MaxSnapshotExtraDataSize;
+    internal const int MaxBitmaps = Qcow2Limits.MaxBitmaps;
+    internal const long MaxBitmapDirectoryBytes = Qcow2Limits.MaxBitmapDirectorySize;
+    private const int MinClusterBits = Qcow2Limits.MinClusterBits, MaxClusterBits = Qcow2Limits.MaxClusterBits;
+    private const int MinExtendedL2ClusterBits = Qcow2Limits.MinExtendedL2ClusterBits;
 
     public required long FileLength { get; init; }
     public required int Version { get; init; }

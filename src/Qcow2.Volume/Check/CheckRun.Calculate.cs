@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Qcow2.Spans;
 using System.Buffers.Binary;
 
 namespace Qcow2.Volume.Check;
@@ -223,9 +224,9 @@ internal sealed partial class CheckRun
                             $"compressed cluster {i} with non-zero subcluster allocation bitmap, entry={Hex(entry)}");
                         bitmap = 0;
                     }
-                    ulong coffset = entry & coffsetMask;
-                    long sectors = (long)((entry >> csizeShift) & csizeMask) + 1;
-                    long csize = sectors * CompressedSectorSize - (long)(coffset & (CompressedSectorSize - 1));
+                    var descriptor = CompressedDescriptor.Decode(entry, clusterBits);
+                    ulong coffset = (ulong)descriptor.HostOffset;
+                    long csize = descriptor.HostLength;
                     if (FixErrors && coffset + (ulong)csize >= (ulong)_fileLength + (ulong)ClusterSize)
                     {
                         // Compressed data past the end of the file cannot be read back: the cluster reads as zeros from now on.

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
+using Qcow2.Spans;
 
 namespace Qcow2.Volume.Check;
 
@@ -97,40 +98,13 @@ internal sealed class RefcountArray
     /// <summary>The slots of refcount block <paramref name="blockIndex"/> (must be within the capacity).</summary>
     public Span<byte> Block(long blockIndex) => _data.AsSpan(checked((int)(blockIndex * _blockBytes)), _blockBytes);
 
-    /// <summary>Reads a refcount from a stored refcount block in the same format.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static ulong GetFrom(ReadOnlySpan<byte> block, int order, int index)
-    {
-        switch (order)
-        {
-            case 4: return BinaryPrimitives.ReadUInt16BigEndian(block[(index << 1)..]);
-            case 3: return block[index];
-            case 5: return BinaryPrimitives.ReadUInt32BigEndian(block[(index << 2)..]);
-            case 6: return BinaryPrimitives.ReadUInt64BigEndian(block[(index << 3)..]);
-            default:
-                int bits = 1 << order;
-                int perByte = 8 >> order;
-                int shift = (index & (perByte - 1)) * bits;
-                return (ulong)((block[index / perByte] >> shift) & ((1 << bits) - 1));
-        }
-    }
+    /// <summary>Reads a refcount from a stored refcount block (through the format layer's codec).</summary>
+    public static ulong GetFrom(ReadOnlySpan<byte> block, int order, int index) => new ReadOnlyRefcountBlock(block, order).Get(index);
 
-    /// <summary>Writes a refcount into a stored refcount block in the same format.</summary>
+    /// <summary>Writes a refcount into a stored refcount block (through the format layer's codec).</summary>
     public static void SetIn(Span<byte> block, int order, int index, ulong value)
     {
-        switch (order)
-        {
-            case 4: BinaryPrimitives.WriteUInt16BigEndian(block[(index << 1)..], (ushort)value); break;
-            case 3: block[index] = (byte)value; break;
-            case 5: BinaryPrimitives.WriteUInt32BigEndian(block[(index << 2)..], (uint)value); break;
-            case 6: BinaryPrimitives.WriteUInt64BigEndian(block[(index << 3)..], value); break;
-            default:
-                int bits = 1 << order;
-                int perByte = 8 >> order;
-                int shift = (index & (perByte - 1)) * bits;
-                int mask = ((1 << bits) - 1) << shift;
-                block[index / perByte] = (byte)((block[index / perByte] & ~mask) | (((int)value << shift) & mask));
-                break;
-        }
+        bool fits = new RefcountBlock(block, order).TrySet(index, value);
+        System.Diagnostics.Debug.Assert(fits, "counted refcounts never exceed the width");
     }
 }
