@@ -4,6 +4,7 @@ using Qcow2.Property.Tests.Qcow2;
 using Qcow2.Property.Tests.Runner;
 using Qcow2.Tests.Shared;
 using Qcow2.Volume;
+using Qcow2.Volume.Chain;
 using Qcow2.Volume.Check;
 using Qcow2.Volume.Storage;
 using Xunit.Abstractions;
@@ -30,7 +31,6 @@ public class CrashConsistencyTests(ITestOutputHelper output)
         {
             MaxSize = Math.Min(_settings.MaxSize, 1 << 20),
             MaxClusterBits = 16,
-            AllowBacking = false,
             AllowDataFile = false,
         };
         var workloads = 0;
@@ -107,14 +107,24 @@ public class CrashConsistencyTests(ITestOutputHelper output)
     private long RunWorkloadAndCut(TestScript script, bool writeAfterRepair)
     {
         var g = script.Geometry;
+        // A backing chain lives in files (made by qemu-img/qemu-io); the image under test in memory
+        // names its backing file by absolute path.
+        using var dir = new TempDir();
+        string? backing = null;
+        if (g.Backing.Count > 0)
+        {
+            Qcow2FileHarness.CreateBackingChain(dir, g);
+            backing = dir.File(Qcow2FileHarness.LayerName(g, 0));
+        }
+        var open = new Qcow2OpenOptions { ExternalFilePolicy = ExternalFilePolicy.AllowUnder(dir.Path) };
         var medium = new MemoryStorage("crash-base");
-        Qcow2Creator.Create(medium, GeometryMapping.CreateOptions(g));
+        Qcow2Creator.Create(medium, GeometryMapping.CreateOptions(g, backing, backing is null ? null : g.Backing[0].Format));
         var recorder = new CrashSimulationStorage(medium);
 
         var model = ModelRunner.BuildModel(g);
         var durable = new List<Durable> { new(model.Clone(), -1, 0) };
         var started = new int[script.Commands.Count];
-        var image = Qcow2Image.Open(recorder);
+        var image = Qcow2Image.Open(recorder, open);
         try
         {
             for (var i = 0; i < script.Commands.Count; i++)
@@ -126,7 +136,7 @@ public class CrashConsistencyTests(ITestOutputHelper output)
                     // Closing flushes: a durable point, then the image is opened again on the same medium.
                     image.Dispose();
                     durable.Add(new Durable(model.Clone(), i, recorder.EventCount));
-                    image = Qcow2Image.Open(recorder);
+                    image = Qcow2Image.Open(recorder, open);
                     continue;
                 }
                 command.Apply(model);
@@ -156,7 +166,7 @@ public class CrashConsistencyTests(ITestOutputHelper output)
             var fateSeed = random.Next();
             try
             {
-                CheckCut(g, recorder, cut, fateSeed, state.Model.Clone(), touched, qemuChecks.Contains(cut), writeAfterRepair);
+                CheckCut(g, open, recorder, cut, fateSeed, state.Model.Clone(), touched, qemuChecks.Contains(cut), writeAfterRepair);
             }
             catch (Exception e)
             {
@@ -177,7 +187,7 @@ public class CrashConsistencyTests(ITestOutputHelper output)
         return set.ToList();
     }
 
-    private static void CheckCut(ImageGeometry g, CrashSimulationStorage recorder, int cut, int fateSeed, ReferenceDisk durable, (long Offset, long Length)[] touched, bool runQemu, bool writeAfterRepair)
+    private static void CheckCut(ImageGeometry g, Qcow2OpenOptions open, CrashSimulationStorage recorder, int cut, int fateSeed, ReferenceDisk durable, (long Offset, long Length)[] touched, bool runQemu, bool writeAfterRepair)
     {
         var crashed = new MemoryStorage("after-power-cut");
         // Four regimes, so that every point sees all-dropped, all-kept, mixed and heavily torn writes somewhere.
@@ -196,7 +206,7 @@ public class CrashConsistencyTests(ITestOutputHelper output)
         {
             // Lazy refcounts: stale refcounts are allowed while the dirty bit is set; opening the
             // image read-write must repair them (as QEMU does) and leave a clean image.
-            using (Qcow2Image.Open(crashed))
+            using (Qcow2Image.Open(crashed, open))
             {
             }
             if (IsDirty(crashed)) throw new InvalidOperationException("the dirty bit is still set after a read-write open and close");
@@ -212,7 +222,7 @@ public class CrashConsistencyTests(ITestOutputHelper output)
 
         if (runQemu) QemuCheck(crashed);
 
-        using (var image = Qcow2Image.Open(crashed, new Qcow2OpenOptions { ReadOnly = true }))
+        using (var image = Qcow2Image.Open(crashed, open with { ReadOnly = true }))
         {
             var data = new byte[image.Size];
             image.Read(0, data);
@@ -230,7 +240,7 @@ public class CrashConsistencyTests(ITestOutputHelper output)
 
         if (!writeAfterRepair) return;
         // The repaired image takes writes again and stays clean.
-        using (var image = Qcow2Image.Open(crashed))
+        using (var image = Qcow2Image.Open(crashed, open))
         {
             image.Write(0, new byte[] { 1, 2, 3 });
             image.Flush();
