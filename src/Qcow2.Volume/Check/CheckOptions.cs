@@ -32,6 +32,12 @@ public sealed class CheckOptions
     /// </summary>
     public long MaxRefcountArrayBytes { get; init; } = Array.MaxLength;
 
+    /// <summary>
+    /// How many findings the result keeps (a badly damaged large image can have millions); the rest
+    /// are only counted in <see cref="CheckResult.FindingsOmitted"/>. The counts are always complete.
+    /// </summary>
+    public int MaxFindings { get; init; } = 100_000;
+
     /// <summary>Options for a read-only check.</summary>
     public static CheckOptions ReadOnly { get; } = new();
 }

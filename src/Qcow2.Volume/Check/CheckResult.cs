@@ -96,6 +96,9 @@ public sealed class CheckResult
 
     internal List<CheckFinding> FindingList { get; set; } = new();
 
+    /// <summary>Findings not kept because <see cref="CheckOptions.MaxFindings"/> was reached.</summary>
+    public long FindingsOmitted { get; internal set; }
+
     /// <summary>True when nothing is wrong: no corruptions, leaks, check errors, and the check completed.</summary>
     public bool IsClean => Corruptions == 0 && Leaks == 0 && CheckErrors == 0 && FailureMessage is null;
 

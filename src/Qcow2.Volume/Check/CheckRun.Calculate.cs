@@ -179,7 +179,6 @@ internal sealed partial class CheckRun
         int entries = _img.L2Entries;
         int clusterBits = ClusterBits;
         int csizeShift = 62 - (clusterBits - 8);
-        ulong csizeMask = (1UL << (clusterBits - 8)) - 1;
         ulong coffsetMask = (1UL << csizeShift) - 1;
         long nextContiguous = 0;
         ulong clusterMask = (ulong)ClusterSize - 1;

@@ -20,7 +20,6 @@ internal sealed partial class CheckRun
     internal const ulong RefcountTableReservedMask = 0x1ffUL;
     internal const ulong SubclusterAllocMask = 0xffff_ffffUL;
     internal const ulong SubclusterZeroMask = 0xffff_ffff_0000_0000UL;
-    internal const int CompressedSectorSize = 512;
 
     private const int MaxBatchBytes = 4 << 20;
     private const int MaxBatchGap = 256 << 10;
@@ -42,8 +41,11 @@ internal sealed partial class CheckRun
     private bool _countingStructure;
     private bool _recordSnapshotTable;
 
-    public CheckRun(IStorage storage, RepairMode fix, long maxArrayBytes, IProgress<double>? progress)
+    private readonly int _maxFindings;
+
+    public CheckRun(IStorage storage, RepairMode fix, long maxArrayBytes, IProgress<double>? progress, int maxFindings = int.MaxValue)
     {
+        _maxFindings = Math.Max(0, maxFindings);
         _storage = storage;
         _fix = fix;
         _maxArrayBytes = maxArrayBytes;
@@ -86,8 +88,11 @@ internal sealed partial class CheckRun
 
     private readonly List<CheckFinding> _findings = new();
 
-    private void Report(CheckFindingKind kind, long offset, string message, bool repaired = false) =>
-        _findings.Add(new CheckFinding(kind, offset, message, repaired));
+    private void Report(CheckFindingKind kind, long offset, string message, bool repaired = false)
+    {
+        if (_findings.Count < _maxFindings) _findings.Add(new CheckFinding(kind, offset, message, repaired));
+        else _res.FindingsOmitted++;
+    }
 
     private static string Hex(ulong v) => "0x" + v.ToString("x", CultureInfo.InvariantCulture);
     private static string Hex(long v) => "0x" + v.ToString("x", CultureInfo.InvariantCulture);

@@ -31,13 +31,15 @@ public static class Qcow2Checker
         options ??= CheckOptions.ReadOnly;
         if (options.Repair is < RepairMode.None or > RepairMode.All)
             throw new ArgumentException($"Unknown repair mode {options.Repair}.", nameof(options));
+        if (options.MaxFindings < 0)
+            throw new ArgumentException("MaxFindings must not be negative.", nameof(options));
         if (options.Repair != RepairMode.None && !storage.CanWrite)
             throw new ArgumentException("Repair needs writable storage.", nameof(storage));
 
         var progress = options.Progress;
         bool repairing = options.Repair != RepairMode.None;
         var first = new CheckRun(storage, options.Repair, options.MaxRefcountArrayBytes,
-            progress is null ? null : new ScaledProgress(progress, 0, repairing ? 0.6 : 1.0)).Run();
+            progress is null ? null : new ScaledProgress(progress, 0, repairing ? 0.6 : 1.0), options.MaxFindings).Run();
         if (!repairing || first.FailureMessage is not null || !first.Repaired)
         {
             progress?.Report(1.0);
@@ -47,7 +49,7 @@ public static class Qcow2Checker
         // As qemu-img does after a repair: check the result again, read-only, and report those
         // numbers together with what the repair fixed.
         var second = new CheckRun(storage, RepairMode.None, options.MaxRefcountArrayBytes,
-            progress is null ? null : new ScaledProgress(progress, 0.6, 0.4)).Run();
+            progress is null ? null : new ScaledProgress(progress, 0.6, 0.4), options.MaxFindings).Run();
         second.CorruptionsFixed = first.CorruptionsFixed;
         second.LeaksFixed = first.LeaksFixed;
         second.RefcountStructureRebuilt = first.RefcountStructureRebuilt;
@@ -55,6 +57,12 @@ public static class Qcow2Checker
         foreach (var f in first.FindingList)
             if (f.Repaired || f.Kind == CheckFindingKind.Information) findings.Add(f);
         findings.AddRange(second.FindingList);
+        if (findings.Count > options.MaxFindings)
+        {
+            second.FindingsOmitted += findings.Count - options.MaxFindings;
+            findings.RemoveRange(options.MaxFindings, findings.Count - options.MaxFindings);
+        }
+        second.FindingsOmitted += first.FindingsOmitted;
         second.FindingList = findings;
         progress?.Report(1.0);
         return second;

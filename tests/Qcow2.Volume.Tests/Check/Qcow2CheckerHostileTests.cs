@@ -159,6 +159,23 @@ public sealed class Qcow2CheckerHostileTests
     }
 
     [Fact]
+    public void Check_ManyFindingsOverLimit_KeepsLimitAndCountsTheRest()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("lazy.qcow2");
+        QemuTools.Img("create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on,cluster_size=4096", path, "32M");
+        QemuTools.Run(QemuTools.QemuIo, "-f", "qcow2", "-c", "write -P 9 0 2M", "-c", "sigraise 9", path);
+        using var storage = FileStorage.Open(path);
+        var all = Qcow2Checker.Check(storage, CheckOptions.ReadOnly);
+        var capped = Qcow2Checker.Check(storage, new CheckOptions { MaxFindings = 10 });
+        Assert.True(all.Findings.Count > 10);
+        Assert.Equal(10, capped.Findings.Count);
+        Assert.Equal(all.Findings.Count - 10, capped.FindingsOmitted);
+        Assert.Equal(all.Corruptions, capped.Corruptions);
+        Assert.Equal(all.Leaks, capped.Leaks);
+    }
+
+    [Fact]
     public void Check_RepairOnReadOnlyStorage_ThrowsArgumentException()
     {
         using var storage = new MemoryStorage(new byte[1024], writable: false);
