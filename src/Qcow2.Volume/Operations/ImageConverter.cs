@@ -212,21 +212,23 @@ public static class ImageConverter
                     for (long pos = 0; pos < src.Size;)
                     {
                         ct.ThrowIfCancellationRequested();
-                        var e = status.Get(pos, Math.Min(_chunk, src.Size - pos));
+                        // Ask for the whole rest: unallocated and zero extents come back long;
+                        // only what must be read is cut into chunks.
+                        var e = status.Get(pos, src.Size - pos);
                         long len = e.Length;
                         if (_o.TargetHasBacking && (!e.Allocated || e.Depth > 0))
                         {
                             Skip(len); // the target's backing file provides it
                         }
-                        else if (e.Zero || !e.Data)
+                        else if ((e.Zero || !e.Data) && _o.SparseSize != 0)
                         {
-                            if (_o.SparseSize == 0) queue.Add(new Work(WorkKind.Data, start + pos, len), ct);
-                            else if (NeedsZeroWrite()) queue.Add(new Work(WorkKind.Zero, start + pos, len), ct);
+                            if (NeedsZeroWrite()) queue.Add(new Work(WorkKind.Zero, start + pos, len), ct);
                             else Skip(len);
                         }
                         else
                         {
-                            queue.Add(new Work(WorkKind.Data, start + pos, len), ct);
+                            for (long part = 0; part < len; part += _chunk)
+                                queue.Add(new Work(WorkKind.Data, start + pos + part, Math.Min(_chunk, len - part)), ct);
                         }
                         pos += len;
                     }

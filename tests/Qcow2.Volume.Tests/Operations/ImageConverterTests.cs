@@ -76,6 +76,21 @@ public sealed class ImageConverterTests : IDisposable
     }
 
     [Fact]
+    public void Convert_HugeSparseImage_CopiesTheFewClustersAndSkipsTheRest()
+    {
+        _img.Img("create", "-q", "-f", "qcow2", "huge.qcow2", "1T");
+        _img.Io("huge.qcow2", "qcow2", "write -P 9 0 64k", "write -P 8 700G 64k", "write -z 900G 1G");
+        ConvertResult r;
+        using (var src = _img.Open("huge.qcow2"))
+        using (var dst = Qcow2Image.Create(_img.File("huge-out.qcow2"), new Qcow2CreateOptions { Size = src.Size }))
+            r = Convert(src, dst);
+        Assert.Equal(128 << 10, r.BytesRead);
+        Assert.Equal((1L << 40) - (128 << 10), r.SkippedBytes);
+        AssertIdentical("huge.qcow2", "huge-out.qcow2");
+        AssertClean("huge-out.qcow2");
+    }
+
+    [Fact]
     public void Convert_SparseRawToRaw_SameContentAndHolesKept()
     {
         using (var f = File.Create(_img.File("src.raw"))) f.SetLength(16 << 20);
