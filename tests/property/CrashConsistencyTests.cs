@@ -104,7 +104,19 @@ public class CrashConsistencyTests(ITestOutputHelper output)
     }
 
     /// <summary>Runs the workload once over a recording storage, then checks a power cut at each chosen point.</summary>
-    private long RunWorkloadAndCut(TestScript script, bool writeAfterRepair)
+    [Fact]
+    public void PowerCutHarness_StorageThatIgnoresFlushes_IsCaughtLosingFlushedData()
+    {
+        // The harness must be able to fail: under a storage that swallows flushes nothing is ever
+        // durable, so a cut after the guest's flush must lose the flushed write.
+        var g = new ImageGeometry { ClusterBits = 12, Size = 64 << 10 };
+        var script = new TestScript(g, [new WriteCommand(0x1000, 0x3000, DataPattern.Fill(0x5a)), new FlushCommand()]);
+        var e = Assert.Throws<ModelMismatchException>(() => RunWorkloadAndCut(script, writeAfterRepair: false, ignoreFlushes: true));
+        output.WriteLine(e.Message);
+        Assert.Contains("flushed data lost", e.Message);
+    }
+
+    private long RunWorkloadAndCut(TestScript script, bool writeAfterRepair, bool ignoreFlushes = false)
     {
         var g = script.Geometry;
         // A backing chain lives in files (made by qemu-img/qemu-io); the image under test in memory
@@ -124,7 +136,8 @@ public class CrashConsistencyTests(ITestOutputHelper output)
         var model = ModelRunner.BuildModel(g);
         var durable = new List<Durable> { new(model.Clone(), -1, 0) };
         var started = new int[script.Commands.Count];
-        var image = Qcow2Image.Open(recorder, open);
+        IStorage underImage = ignoreFlushes ? new FlushSwallowingStorage(recorder) : recorder;
+        var image = Qcow2Image.Open(underImage, open);
         try
         {
             for (var i = 0; i < script.Commands.Count; i++)
@@ -136,7 +149,7 @@ public class CrashConsistencyTests(ITestOutputHelper output)
                     // Closing flushes: a durable point, then the image is opened again on the same medium.
                     image.Dispose();
                     durable.Add(new Durable(model.Clone(), i, recorder.EventCount));
-                    image = Qcow2Image.Open(recorder, open);
+                    image = Qcow2Image.Open(underImage, open);
                     continue;
                 }
                 command.Apply(model);
@@ -267,5 +280,26 @@ public class CrashConsistencyTests(ITestOutputHelper output)
         // 0: clean, 3: leaks only. 2 (corruption) or anything else fails.
         if (code is not (0 or 3))
             throw new InvalidOperationException($"qemu-img check exited {code}:{Environment.NewLine}{stdout}{stderr}");
+    }
+
+    /// <summary>A broken medium for the harness's own test: passes everything through but flushes.</summary>
+    private sealed class FlushSwallowingStorage(IStorage inner) : IStorage
+    {
+        public long Length => inner.Length;
+        public bool CanWrite => inner.CanWrite;
+        public string Name => inner.Name;
+        public int Read(long offset, Span<byte> destination) => inner.Read(offset, destination);
+        public ValueTask<int> ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default) => inner.ReadAsync(offset, destination, cancellationToken);
+        public void Write(long offset, ReadOnlySpan<byte> source) => inner.Write(offset, source);
+        public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default) => inner.WriteAsync(offset, source, cancellationToken);
+        public void Flush()
+        {
+        }
+        public ValueTask FlushAsync(CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
+        public void SetLength(long length) => inner.SetLength(length);
+        public void Dispose()
+        {
+        }
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
     }
 }
