@@ -114,9 +114,9 @@ public sealed partial class Qcow2Image
                 {
                     EnsureDirtyBitForLazyRefcounts();
                     host = AllocateCompressedSpace(compressed.Length);
+                    CheckNoMetadataOverlap(host, compressed.Length);
                     reservation = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
                     _inflight.Add(gc, reservation);
-                    CheckNoMetadataOverlap(host, compressed.Length);
                     break;
                 }
             }
