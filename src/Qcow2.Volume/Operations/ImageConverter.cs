@@ -193,14 +193,25 @@ public static class ImageConverter
             {
                 if (_compress is not null)
                 {
-                    // Whole target clusters: data if any covered source range may hold data.
-                    for (long pos = 0; pos < _total; pos += _chunk)
+                    // Whole target clusters: data if any covered source range may hold data. A long
+                    // run without data is passed over in one step (whole clusters of it).
+                    for (long pos = 0; pos < _total;)
                     {
                         ct.ThrowIfCancellationRequested();
-                        long len = Math.Min(_chunk, _total - pos);
-                        var kind = AnyData(statuses, pos, len) ? WorkKind.Data : WorkKind.Zero;
-                        if (kind == WorkKind.Zero && !NeedsZeroWrite()) { Skip(len); continue; }
-                        queue.Add(new Work(kind, pos, len), ct);
+                        long empty = EmptyRun(statuses, pos);
+                        if (empty >= _clusterSize || pos + empty == _total)
+                        {
+                            long len = pos + empty == _total ? empty : empty / _clusterSize * _clusterSize;
+                            if (NeedsZeroWrite()) queue.Add(new Work(WorkKind.Zero, pos, len), ct);
+                            else Skip(len);
+                            pos += len;
+                            continue;
+                        }
+                        long chunk = Math.Min(_chunk, _total - pos);
+                        var kind = AnyData(statuses, pos, chunk) ? WorkKind.Data : WorkKind.Zero;
+                        if (kind == WorkKind.Zero && !NeedsZeroWrite()) Skip(chunk);
+                        else queue.Add(new Work(kind, pos, chunk), ct);
+                        pos += chunk;
                     }
                     return;
                 }
@@ -264,6 +275,18 @@ public static class ImageConverter
                 }
             }
             return false;
+        }
+
+        /// <summary>Bytes from <paramref name="pos"/> (in one source) that hold no data to copy; 0 when data starts there.</summary>
+        private long EmptyRun(ChainStatus?[] statuses, long pos)
+        {
+            int i = SourceAt(pos);
+            var src = _sources[i];
+            var status = statuses[i] ??= new ChainStatus(src);
+            long local = pos - _starts[i];
+            var e = status.Get(local, src.Size - local);
+            bool skip = _o.TargetHasBacking && (!e.Allocated || e.Depth > 0);
+            return e.Data && !e.Zero && !skip ? 0 : e.Length;
         }
 
         private int SourceAt(long pos)

@@ -80,14 +80,20 @@ public sealed class ImageConverterTests : IDisposable
     {
         _img.Img("create", "-q", "-f", "qcow2", "huge.qcow2", "1T");
         _img.Io("huge.qcow2", "qcow2", "write -P 9 0 64k", "write -P 8 700G 64k", "write -z 900G 1G");
-        ConvertResult r;
-        using (var src = _img.Open("huge.qcow2"))
-        using (var dst = Qcow2Image.Create(_img.File("huge-out.qcow2"), new Qcow2CreateOptions { Size = src.Size }))
-            r = Convert(src, dst);
-        Assert.Equal(128 << 10, r.BytesRead);
-        Assert.Equal((1L << 40) - (128 << 10), r.SkippedBytes);
-        AssertIdentical("huge.qcow2", "huge-out.qcow2");
-        AssertClean("huge-out.qcow2");
+        foreach (bool compress in new[] { false, true })
+        {
+            string name = compress ? "huge-c.qcow2" : "huge-out.qcow2";
+            ConvertResult r;
+            using (var src = _img.Open("huge.qcow2"))
+            using (var dst = Qcow2Image.Create(_img.File(name), new Qcow2CreateOptions { Size = src.Size }))
+                r = Convert(src, dst, new ConvertOptions { TargetIsZero = true, Compress = compress });
+            Assert.Equal(compress ? 2 : 0, r.CompressedClusters);
+            Assert.Equal(128 << 10, r.DataBytesWritten);
+            Assert.Equal((1L << 40) - (128 << 10), r.SkippedBytes);
+            Assert.True(r.BytesRead < 8 << 20, $"read {r.BytesRead} bytes");
+            AssertIdentical("huge.qcow2", name);
+            AssertClean(name);
+        }
     }
 
     [Fact]
