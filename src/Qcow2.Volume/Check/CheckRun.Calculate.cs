@@ -136,6 +136,8 @@ internal sealed partial class CheckRun
         CheckRefcountBlocks();
     }
 
+    private static readonly byte[] ZeroEntry = new byte[8];
+
     /// <summary>Counts an L1 table, its L2 tables and their clusters.</summary>
     private void CheckL1(long l1Offset, int l1Size, bool active)
     {
@@ -153,6 +155,15 @@ internal sealed partial class CheckRun
             if ((entry & L1ReservedMask) != 0)
                 Corruption(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"found L1 entry with reserved bits set: {Hex(entry)}");
             ulong l2Offset = entry & L1OffsetMask;
+            if (FixErrors && l2Offset >= (ulong)_fileLength && _weight == 1)
+            {
+                // An L2 table past the end of the file reads as zeros: the entry maps nothing.
+                _storage.Write(l1Offset + i * 8L, ZeroEntry);
+                _storage.Flush();
+                _res.CorruptionsFixed++;
+                Report(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"l2_offset={Hex(l2Offset)}: L2 table lies past the end of the file; L1 entry dropped", repaired: true);
+                continue;
+            }
             IncrementRange(l2Offset, ClusterSize);
             if ((l2Offset & (ulong)(ClusterSize - 1)) != 0)
                 Corruption(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"l2_offset={Hex(l2Offset)}: Table is not cluster aligned; L1 entry corrupted");

@@ -153,6 +153,7 @@ internal sealed partial class CheckRun
             _storage.Write((long)offset, block);
         }
         _storage.Flush();
+        _lastStoredBlock = -1;
     }
 
     /// <summary>The stored refcount of a cluster as known after comparison and repair; null when unreadable.</summary>
@@ -166,11 +167,20 @@ internal sealed partial class CheckRun
             int idx = mismatches.BinarySearch(new Mismatch(cluster, 0, 0), MismatchComparer.Instance);
             return idx >= 0 ? mismatches[idx].Stored : _refs.Get(cluster);
         }
-        // Beyond the compared range (an offset past the end of the file): read it from its block.
-        var stored = new byte[ClusterSize];
-        if (!ReadStoredBlock(block, stored)) return null;
-        return RefcountArray.GetFrom(stored, _img.RefcountOrder, (int)(cluster & ((1L << _refs.EntriesPerBlockBits) - 1)));
+        // Beyond the compared range (an offset past the end of the file): read it from its block,
+        // keeping the last block read (such offsets come in runs from one damaged table).
+        if (_lastStoredBlock != block)
+        {
+            _lastStoredBlockData ??= new byte[ClusterSize];
+            _lastStoredBlock = -1;
+            if (!ReadStoredBlock(block, _lastStoredBlockData)) return null;
+            _lastStoredBlock = block;
+        }
+        return RefcountArray.GetFrom(_lastStoredBlockData, _img.RefcountOrder, (int)(cluster & ((1L << _refs.EntriesPerBlockBits) - 1)));
     }
+
+    private long _lastStoredBlock = -1;
+    private byte[]? _lastStoredBlockData;
 
     private sealed class MismatchComparer : IComparer<Mismatch>
     {

@@ -40,7 +40,7 @@ internal sealed partial class CheckRun
 
         int perBlockBits = _refs.EntriesPerBlockBits;
         long perBlock = 1L << perBlockBits;
-        long newStart = _nbClusters;
+        long newStart = FirstUnreferencedCluster();
         var usedBlocks = new SortedSet<long>();
         long oldBlocks = (_nbClusters + perBlock - 1) >> perBlockBits;
         for (long b = 0; b < oldBlocks; b++)
@@ -92,6 +92,18 @@ internal sealed partial class CheckRun
         _res.RefcountStructureRebuilt = true;
         _structureIncrements.Clear();
         _structureIncrements.Add((newStart, size));
+        _lastStoredBlock = -1;
+    }
+
+    /// <summary>
+    /// Where new metadata may go: after the end of the file and after every region the metadata
+    /// refers to, even a region past the end of the file (a table lost to truncation must not come
+    /// back to life reading our new clusters).
+    /// </summary>
+    private long FirstUnreferencedCluster()
+    {
+        long end = (long)Math.Min(_maxReferencedEnd, (ulong)long.MaxValue - (ulong)ClusterSize);
+        return Math.Max(_nbClusters, (end + ClusterSize - 1) >> ClusterBits);
     }
 
     private long HighestUsedCluster()

@@ -120,7 +120,7 @@ internal sealed partial class CheckRun
                 ulong r = _refs.Get(k);
                 if (r > 0) _refs.Set(k, r - 1);
             }
-        long newStart = _nbClusters;
+        long newStart = FirstUnreferencedCluster();
         long clusters = (bytes + ClusterSize - 1) >> ClusterBits;
         if (!_refs.TryEnsure(newStart + clusters))
             throw Fail("Cannot allocate memory", CheckFindingKind.SnapshotTable, -1, "no room for the rewritten snapshot table");

@@ -40,6 +40,7 @@ internal sealed partial class CheckRun
     private readonly List<(long Start, long Count)> _structureIncrements = new();
     private bool _countingStructure;
     private bool _recordSnapshotTable;
+    private ulong _maxReferencedEnd;
 
     private readonly int _maxFindings;
 
@@ -146,6 +147,9 @@ internal sealed partial class CheckRun
     {
         if (size <= 0) return;
         ulong fileLength = (ulong)_fileLength;
+        // Remember how far references reach (within reason: new metadata is placed after them).
+        if (offset < fileLength * 2 + (1UL << 30) && (ulong)size < (1UL << 40) && offset + (ulong)size > _maxReferencedEnd)
+            _maxReferencedEnd = offset + (ulong)size;
         if (offset >= fileLength + (ulong)ClusterSize || (ulong)size >= fileLength + (ulong)ClusterSize - offset)
         {
             Corruption(CheckFindingKind.PastEndOfFile, offset > long.MaxValue ? -1 : (long)offset,
