@@ -105,6 +105,29 @@ public sealed class Qcow2CreatorTests : IDisposable
         Assert.Contains("No errors were found on the image.", stdout);
     }
 
+    /// <summary>Layouts with multi-cluster L1 and refcount tables and many refcount blocks.</summary>
+    public static TheoryData<long, int, int, bool, Preallocation> BigLayouts => new()
+    {
+        { 16 << 20, 512, 16, false, Preallocation.Metadata },
+        { 8 << 20, 512, 1, false, Preallocation.Full },
+        { 1L << 40, 4096, 64, false, Preallocation.Off },
+        { 1L << 30, 16384, 2, true, Preallocation.Metadata },
+    };
+
+    [Theory]
+    [MemberData(nameof(BigLayouts))]
+    public void Create_BigMetadataLayouts_CleanBeforeAndAfterQemuIoWrites(long size, int clusterSize, int refcountBits, bool extendedL2, Preallocation prealloc)
+    {
+        var path = _dir.File("big.qcow2");
+        Qcow2Creator.Create(path, new Qcow2CreateOptions
+        {
+            Size = size, ClusterSize = clusterSize, RefcountBits = refcountBits, ExtendedL2 = extendedL2, Preallocation = prealloc,
+        });
+        Assert.Contains("No errors were found on the image.", QemuTools.Img("check", path));
+        QemuTools.Io(path, "qcow2", "write -P 3 1M 64k", "read -P 3 1M 64k");
+        Assert.Contains("No errors were found on the image.", QemuTools.Img("check", path));
+    }
+
     [Fact]
     public void Create_OnMemoryStorage_WritesTheSameBytesAsOnAFile()
     {
