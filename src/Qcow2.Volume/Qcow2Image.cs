@@ -110,7 +110,7 @@ public sealed partial class Qcow2Image : IDiskImage
         var storage = FileStorage.Open(full, writable: !options.ReadOnly);
         try
         {
-            return new Qcow2Image(storage, ownsFile: true, full, options, depth: 0, visited: [full]);
+            return new Qcow2Image(storage, ownsFile: true, full, options, depth: 0, visited: [ImageFileResolver.Canonicalize(full)]);
         }
         catch
         {
@@ -478,6 +478,9 @@ public sealed partial class Qcow2Image : IDiskImage
         if (!name.IsEmpty) _backingName = Encoding.UTF8.GetString(name);
     }
 
+    /// <summary>The path names inside this image are relative to: its file, or (storage without a path) the current directory.</summary>
+    private string ReferringPath => _path ?? (Path.IsPathRooted(_file.Name) ? _file.Name : "");
+
     private void OpenDataFile(int depth)
     {
         bool hasDataFile = (_incompatible & (ulong)IncompatibleFeatures.ExternalDataFile) != 0;
@@ -489,8 +492,8 @@ public sealed partial class Qcow2Image : IDiskImage
         }
         if (_dataFileName is null)
             throw new Qcow2UnsupportedImageException("data-file", "The image uses an external data file but does not name it.");
-        string resolved = ImageFileResolver.Resolve(_path ?? _file.Name, _dataFileName);
-        var request = new ExternalFileRequest(ExternalFileKind.DataFile, _dataFileName, resolved, _path ?? _file.Name);
+        string resolved = ImageFileResolver.Resolve(ReferringPath, _dataFileName);
+        var request = new ExternalFileRequest(ExternalFileKind.DataFile, _dataFileName, resolved, ReferringPath);
         if (!_options.ExternalFilePolicy.IsAllowed(request))
             throw new Qcow2UnsupportedImageException("external-file",
                 $"The image names the data file '{_dataFileName}' ({resolved}); the external file policy refuses to open it.");
@@ -506,12 +509,12 @@ public sealed partial class Qcow2Image : IDiskImage
         if (depth + 1 > _options.MaxChainDepth)
             throw new Qcow2UnsupportedImageException("backing-chain",
                 $"The backing chain is deeper than {_options.MaxChainDepth} images.");
-        string resolved = ImageFileResolver.Resolve(_path ?? _file.Name, _backingName);
-        var request = new ExternalFileRequest(ExternalFileKind.Backing, _backingName, resolved, _path ?? _file.Name);
+        string resolved = ImageFileResolver.Resolve(ReferringPath, _backingName);
+        var request = new ExternalFileRequest(ExternalFileKind.Backing, _backingName, resolved, ReferringPath);
         if (!_options.ExternalFilePolicy.IsAllowed(request))
             throw new Qcow2UnsupportedImageException("external-file",
                 $"The image names the backing file '{_backingName}' ({resolved}); the external file policy refuses to open it.");
-        string full = Path.GetFullPath(resolved);
+        string full = ImageFileResolver.Canonicalize(resolved);
         if (!visited.Add(full))
             throw new Qcow2CorruptImageException("backing file", 8, 0, $"The backing chain loops back to '{full}'.");
         if (!File.Exists(full)) throw new FileNotFoundException($"The backing file '{_backingName}' named by the image was not found.", full);
