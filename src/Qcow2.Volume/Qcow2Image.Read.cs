@@ -116,11 +116,23 @@ public sealed partial class Qcow2Image
         if (n < destination.Length) destination.Span[n..].Clear();
     }
 
+    // The last decompressed cluster, for reads smaller than a cluster (QEMU keeps one too). Keyed
+    // by the raw descriptor and the free generation: once clusters are freed, a new compressed
+    // cluster may reuse the same bytes and descriptor.
+    private readonly object _decompressedLock = new();
+    private byte[]? _decompressed;
+    private ulong _decompressedEntry;
+    private long _decompressedGeneration = -1;
+
     private async ValueTask ReadCompressedAsync<TIo>(ulong rawEntry, int offsetInCluster, Memory<byte> destination, CancellationToken ct)
         where TIo : IIoAdapter
     {
         var codec = _codec ?? throw new Qcow2UnsupportedImageException("compression_type",
             $"The image holds {_compressionType} compressed clusters but the native library for it is not available.");
+        bool whole = destination.Length == _clusterSize;
+        long generation = Volatile.Read(ref _freeGeneration);
+        if (!whole && TryReadDecompressed(rawEntry, generation, offsetInCluster, destination.Span)) return;
+
         var d = CompressedDescriptor.Decode(rawEntry, _clusterBits);
         int hostLength = d.HostLength;
         byte[] compressed = ArrayPool<byte>.Shared.Rent(hostLength);
@@ -130,7 +142,7 @@ public sealed partial class Qcow2Image
             int got = await TIo.ReadAsync(_file, d.HostOffset, compressed.AsMemory(0, hostLength), ct).ConfigureAwait(false);
             // The last sector may extend past the end of the file: decompression stops at a full cluster.
             int available = Math.Max(got, 0);
-            if (destination.Length == _clusterSize)
+            if (whole)
             {
                 codec.Decompress(compressed.AsSpan(0, available), destination.Span);
             }
@@ -139,12 +151,36 @@ public sealed partial class Qcow2Image
                 cluster = ArrayPool<byte>.Shared.Rent(_clusterSize);
                 codec.Decompress(compressed.AsSpan(0, available), cluster.AsSpan(0, _clusterSize));
                 cluster.AsSpan(offsetInCluster, destination.Length).CopyTo(destination.Span);
+                KeepDecompressed(rawEntry, generation, cluster.AsSpan(0, _clusterSize));
             }
         }
         finally
         {
             ArrayPool<byte>.Shared.Return(compressed);
             if (cluster is not null) ArrayPool<byte>.Shared.Return(cluster);
+        }
+    }
+
+    private bool TryReadDecompressed(ulong rawEntry, long generation, int offsetInCluster, Span<byte> destination)
+    {
+        lock (_decompressedLock)
+        {
+            if (_decompressed is null || _decompressedEntry != rawEntry || _decompressedGeneration != generation) return false;
+            _decompressed.AsSpan(offsetInCluster, destination.Length).CopyTo(destination);
+            return true;
+        }
+    }
+
+    private void KeepDecompressed(ulong rawEntry, long generation, ReadOnlySpan<byte> cluster)
+    {
+        lock (_decompressedLock)
+        {
+            // Decompressed before clusters were freed: the bytes may already belong to another cluster.
+            if (generation != Volatile.Read(ref _freeGeneration)) return;
+            _decompressed ??= new byte[_clusterSize];
+            cluster.CopyTo(_decompressed);
+            _decompressedEntry = rawEntry;
+            _decompressedGeneration = generation;
         }
     }
 

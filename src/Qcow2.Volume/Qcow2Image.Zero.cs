@@ -62,6 +62,24 @@ public sealed partial class Qcow2Image
         ClusterRangeOp(alignedStart, alignedEnd, ClusterOp.Discard);
     }
 
+    /// <inheritdoc cref="WriteZeroes"/>
+    /// <remarks>Mostly a metadata update done under the metadata lock; it completes synchronously.</remarks>
+    public ValueTask WriteZeroesAsync(long offset, long length, bool unmap = false, CancellationToken ct = default)
+    {
+        ct.ThrowIfCancellationRequested();
+        WriteZeroes(offset, length, unmap);
+        return default;
+    }
+
+    /// <inheritdoc cref="Discard"/>
+    /// <remarks>A metadata update done under the metadata lock; it completes synchronously.</remarks>
+    public ValueTask DiscardAsync(long offset, long length, CancellationToken ct = default)
+    {
+        ct.ThrowIfCancellationRequested();
+        Discard(offset, length);
+        return default;
+    }
+
     private void WriteExplicitZeroes(long offset, long length)
     {
         int chunk = (int)Math.Min(length, Math.Max(_clusterSize, 1 << 16));

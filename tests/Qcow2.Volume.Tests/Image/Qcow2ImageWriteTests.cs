@@ -271,6 +271,30 @@ public sealed class Qcow2ImageWriteTests
     }
 
     [Fact]
+    public void ReadSmallPieces_CompressedClusterFreedAndItsBytesReused_ReadsNewData()
+    {
+        using var dir = new TempDir();
+        string image = dir.File("cc.qcow2");
+        QemuTools.Img("create", "-f", "qcow2", image, "1M");
+        using var img = Qcow2Image.Open(image, Trusted);
+        var cluster = new byte[65536];
+        cluster.AsSpan().Fill(0x11);
+        img.WriteCompressed(0, cluster);
+        var piece = new byte[4096];
+        img.Read(8192, piece);
+        Assert.All(piece, b => Assert.Equal(0x11, b));
+        img.Discard(0, 65536);
+        img.Flush();
+        // Same length, and the freed host bytes come first: the same descriptor, other content.
+        cluster.AsSpan().Fill(0x22);
+        img.WriteCompressed(65536, cluster);
+        img.Read(65536 + 8192, piece);
+        Assert.All(piece, b => Assert.Equal(0x22, b));
+        img.Read(8192, piece);
+        Assert.All(piece, b => Assert.Equal(0, b));
+    }
+
+    [Fact]
     public void Write_LazyRefcounts_DirtyWhileOpenCleanAfterClose()
     {
         using var dir = new TempDir();
