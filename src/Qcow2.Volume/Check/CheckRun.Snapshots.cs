@@ -21,6 +21,7 @@ internal sealed partial class CheckRun
 
     // Snapshot table problems are counted apart from the refcount check (as QEMU does) and joined at the end.
     private long _snapshotCorruptions;
+    private const int MinV3SnapshotExtraData = 16;
     private List<byte[]>? _snapshotRewrite;   // the entries to write back when the table must be rewritten
     private bool _snapshotTableNeedsRewrite;
     private readonly List<(long Start, long Count)> _snapshotTableIncrements = new();
@@ -79,6 +80,24 @@ internal sealed partial class CheckRun
             var extra = new byte[keptExtra];
             ReadZeroFilled(pos, extra);
             pos += extraSize;
+            if (_img.Version >= 3 && extraSize < MinV3SnapshotExtraData)
+            {
+                // Version 3 entries carry at least vm_state_size_large and disk_size (spec "Snapshots").
+                _snapshotCorruptions++;
+                string message = $"snapshot table entry {i} is incomplete";
+                if (FixErrors)
+                {
+                    _snapshotTableNeedsRewrite = true;
+                    var full = new byte[MinV3SnapshotExtraData];
+                    extra.CopyTo(full, 0);
+                    if (extraSize < 8) BinaryPrimitives.WriteUInt64BigEndian(full, BinaryPrimitives.ReadUInt32BigEndian(header[32..]));
+                    BinaryPrimitives.WriteUInt64BigEndian(full.AsSpan(8), (ulong)_img.VirtualSize);
+                    extra = full;
+                    keptExtra = MinV3SnapshotExtraData;
+                    Report(CheckFindingKind.SnapshotTable, entryStart + 36, message, repaired: true);
+                }
+                else Report(CheckFindingKind.SnapshotTable, entryStart + 36, message);
+            }
             var text = new byte[idSize + nameSize];
             ReadZeroFilled(pos, text);
             pos += text.Length;

@@ -116,7 +116,33 @@ public sealed class Qcow2CheckerFeatureTests
         Assert.Equal(CheckHarness.ReadRaw(dir, qemuCopy), CheckHarness.ReadRaw(dir, path));
     }
 
-    /// <summary>Rewrites the snapshot table in place with the first entry's extra data padded to <paramref name="size"/> bytes.</summary>
+    [Fact]
+    public void Check_Version3SnapshotWithoutDiskSize_IsIncompleteAndRepairedLikeQemu()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("snap.qcow2");
+        QemuTools.Img("create", "-q", "-f", "qcow2", path, "32M");
+        QemuTools.Io(path, "qcow2", "write -P 1 0 1M");
+        QemuTools.Img("snapshot", "-c", "s1", path);
+        QemuTools.Io(path, "qcow2", "write -P 2 0 64k");
+        GrowFirstSnapshotExtraData(path, 8);
+
+        var readOnly = CheckHarness.OurCheck(path);
+        Assert.Equal(QemuCheckReport.Run(path).Numbers(), QemuCheckReport.From(readOnly).Numbers());
+        Assert.Equal(1, readOnly.Corruptions);
+
+        string qemuCopy = CheckHarness.Copy(dir, path, "q.qcow2");
+        var qemu = QemuCheckReport.Run(qemuCopy, RepairMode.All);
+        var ours = CheckHarness.OurCheck(path, RepairMode.All);
+        Assert.Equal(qemu.Numbers(withImageEnd: false), QemuCheckReport.From(ours).Numbers(withImageEnd: false));
+        Assert.Equal(0, QemuCheckReport.Run(path).ExitCode);
+        string a = dir.File("q.raw"), b = dir.File("o.raw");
+        QemuTools.Img("convert", "-l", "s1", "-O", "raw", qemuCopy, a);
+        QemuTools.Img("convert", "-l", "s1", "-O", "raw", path, b);
+        Assert.Equal(File.ReadAllBytes(a), File.ReadAllBytes(b));
+    }
+
+    /// <summary>Rewrites the snapshot table in place with the first entry's extra data resized to <paramref name="size"/> bytes.</summary>
     private static void GrowFirstSnapshotExtraData(string path, int size)
     {
         using var p = new ImagePatcher(path);
