@@ -121,8 +121,10 @@ internal sealed partial class CheckRun
     }
 
     /// <summary>
-    /// Writes the repaired snapshot table after the end of the file, switches the header to it, and
-    /// writes a refcount structure that accounts for the move (the old table freed, the new one used).
+    /// Writes the repaired snapshot table after the end of the file and switches to it, ordered so a
+    /// crash at any point leaves at most leaked clusters: the new table's clusters are first made
+    /// used in a fresh refcount structure (while the old table still counts), then the header moves
+    /// to the new table, and only then is the old table freed.
     /// </summary>
     private void RewriteSnapshotTable()
     {
@@ -133,31 +135,46 @@ internal sealed partial class CheckRun
         int at = 0;
         foreach (var e in _snapshotRewrite) { e.CopyTo(table, at); at += e.Length; }
 
-        foreach (var (start, count) in _snapshotTableIncrements)
-            for (long k = start; k < start + count; k++)
-            {
-                ulong r = _refs.Get(k);
-                if (r > 0) _refs.Set(k, r - 1);
-            }
         long newStart = FirstUnreferencedCluster();
         long clusters = (bytes + ClusterSize - 1) >> ClusterBits;
-        if (!_refs.TryEnsure(newStart + clusters))
+        if (!_refs.TryEnsure(newStart + clusters + 1))
             throw Fail("Cannot allocate memory", CheckFindingKind.SnapshotTable, -1, "no room for the rewritten snapshot table");
         long tableOffset = bytes == 0 ? 0 : newStart << ClusterBits;
         if (bytes > 0)
         {
-            for (long k = newStart; k < newStart + clusters; k++) _refs.Set(k, 1);
             _storage.Write(tableOffset, table);
+            _storage.Flush();
+            for (long k = newStart; k < newStart + clusters; k++) _refs.Set(k, 1);
             _nbClusters = newStart + clusters;
             _fileLength = _storage.Length;
         }
-        _storage.Flush();
+
+        // 1. A refcount structure in which the new table is used (and the old one still is).
+        WriteRefcountStructure();
+
+        // 2. The header moves to the new table.
         Span<byte> pointer = stackalloc byte[12];
         BinaryPrimitives.WriteUInt32BigEndian(pointer, (uint)_snapshotRewrite.Count);
         BinaryPrimitives.WriteUInt64BigEndian(pointer[4..], (ulong)tableOffset);
         _storage.Write(60, pointer);
         _storage.Flush();
-        WriteRefcountStructure();
+
+        // 3. The old table is freed in the refcount blocks just written (slices of the array).
+        var touched = new SortedSet<long>();
+        foreach (var (start, count) in _snapshotTableIncrements)
+            for (long k = start; k < start + count; k++)
+            {
+                ulong r = _refs.Get(k);
+                if (r > 0) _refs.Set(k, r - 1);
+                touched.Add(k >> _refs.EntriesPerBlockBits);
+            }
+        foreach (long b in touched)
+        {
+            ulong offset = b < _refcountTable.Length ? _refcountTable[b] & RefcountTableOffsetMask : 0;
+            if (offset != 0) _storage.Write((long)offset, _refs.Block(b));
+        }
+        _storage.Flush();
+        _lastStoredBlock = -1;
         Report(CheckFindingKind.SnapshotTable, tableOffset, "snapshot table written anew", repaired: true);
     }
 
