@@ -113,7 +113,6 @@ public sealed partial class Qcow2Image
         Array.Copy(_refTable, newTable, _refTable.Length);
         long tableOffset = end << _clusterBits;
         long nextBlock = end + tableClusters;
-        var oldTable = _refTable;
         long oldOffset = _refTableOffset;
         int oldClusters = _refTableClusters;
 
@@ -156,7 +155,6 @@ public sealed partial class Qcow2Image
                 AddToRefcount((oldOffset >> _clusterBits) + c, -1);
             }
         }
-        _ = oldTable;
     }
 
     /// <summary>One past the last host cluster in use or covered by the file.</summary>
@@ -243,7 +241,7 @@ public sealed partial class Qcow2Image
     }
 
     /// <summary>Queues the host clusters held by an L2 entry being replaced (caller holds the lock).</summary>
-    private void QueueFreeOfEntry(ulong raw, ulong bitmap)
+    private void QueueFreeOfEntry(ulong raw)
     {
         if ((raw & Mapping.L2Bits.Compressed) != 0)
         {
@@ -255,7 +253,6 @@ public sealed partial class Qcow2Image
         }
         long host = (long)(raw & Mapping.L2Bits.OffsetMask);
         if (host != 0) QueueFree(host, 1);
-        _ = bitmap;
     }
 
     private void WriteZeroClusters(long hostOffset, int clusters)

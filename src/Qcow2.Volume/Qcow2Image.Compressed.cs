@@ -133,7 +133,7 @@ public sealed partial class Qcow2Image
                 long l2 = EnsureWritableL2Table(gc >> _geo.L2Bits);
                 int index = (int)(gc & (_geo.L2Entries - 1));
                 ReadL2Entry(l2, index, out ulong oldRaw, out ulong oldBitmap, out _);
-                QueueFreeOfEntry(oldRaw, oldBitmap);
+                QueueFreeOfEntry(oldRaw);
                 var d = CompressedDescriptor.Encode(host, compressed.Length, _clusterBits);
                 WriteL2Entry(l2, index, d.Raw | L2Bits.Compressed, 0);
                 committed = true;

@@ -350,7 +350,7 @@ public sealed partial class Qcow2Image
                         bitmap = ((ulong)zero << L2Bits.ZeroShift) | alloc;
                     }
                 }
-                if (plan.Allocated && _dataFile is null) QueueFreeOfEntry(oldRaw, oldBitmap);
+                if (plan.Allocated && _dataFile is null) QueueFreeOfEntry(oldRaw);
                 WriteL2Entry(l2, index, raw, bitmap);
             }
         }

@@ -161,7 +161,7 @@ public sealed partial class Qcow2Image
                 newRaw = zeroReads ? ((ulong)(gc << _clusterBits) | L2Bits.Copied | L2Bits.ZeroFlag) : 0;
             else
                 newRaw = zeroReads ? L2Bits.ZeroFlag : 0;
-            if (_dataFile is null && (compressed || host != 0) && (newRaw & L2Bits.OffsetMask) == 0) QueueFreeOfEntry(raw, bitmap);
+            if (_dataFile is null && (compressed || host != 0) && (newRaw & L2Bits.OffsetMask) == 0) QueueFreeOfEntry(raw);
             WriteL2Entry(l2, index, newRaw, 0);
             return;
         }
@@ -195,7 +195,7 @@ public sealed partial class Qcow2Image
                 ApplyClusterOp(gc, from, to, op);
                 return;
             }
-            QueueFreeOfEntry(raw, bitmap);
+            QueueFreeOfEntry(raw);
             raw = 0;
             alloc = 0;
             zero = 0;

@@ -249,7 +249,7 @@ public sealed partial class Qcow2Image : IDiskImage
         _refCache = new MetadataCache(_clusterSize, refEntries, WriteBackRefcountBlock);
 
         ReadBackingName(header);
-        OpenDataFile(depth);
+        OpenDataFile();
         OpenBacking(depth, visited);
 
         if (!_readOnly) PrepareForWriting();
@@ -481,7 +481,7 @@ public sealed partial class Qcow2Image : IDiskImage
     /// <summary>The path names inside this image are relative to: its file, or (storage without a path) the current directory.</summary>
     private string ReferringPath => _path ?? (Path.IsPathRooted(_file.Name) ? _file.Name : "");
 
-    private void OpenDataFile(int depth)
+    private void OpenDataFile()
     {
         bool hasDataFile = (_incompatible & (ulong)IncompatibleFeatures.ExternalDataFile) != 0;
         if (!hasDataFile)
@@ -500,7 +500,6 @@ public sealed partial class Qcow2Image : IDiskImage
         if (!File.Exists(resolved)) throw new FileNotFoundException($"The data file '{_dataFileName}' named by the image was not found.", resolved);
         _dataFile = FileStorage.Open(resolved, writable: !_readOnly);
         _ownsDataFile = true;
-        _ = depth;
     }
 
     private void OpenBacking(int depth, HashSet<string> visited)
