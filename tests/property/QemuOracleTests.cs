@@ -24,7 +24,7 @@ public class QemuOracleTests(ITestOutputHelper output)
     {
         var options = new GeometryOptions { MaxSize = Math.Min(_settings.MaxSize, 2 << 20), AllowReopen = false };
         _settings.Check(nameof(QemuIo_RandomScripts_AgreeWithTheModelAndOurReader),
-            ScriptGenerators.ScriptArbitrary(options, _settings.MaxCommands),
+            ScriptGenerators.ScriptArbitrary(options, _settings.MaxCommands, shrinkBudget: 400),
             RunWithQemu, ciCases: 25, output);
     }
 
@@ -51,12 +51,11 @@ public class QemuOracleTests(ITestOutputHelper output)
             var line = c switch
             {
                 WriteCommand w => $"write -q -s {PatternFile(dir, i, w.Offset, w.Length, w.Pattern)} {w.Offset} {w.Length}",
-                // QEMU compresses only into unallocated clusters, and on v2 with a backing file discard
-                // does not unallocate: write those plainly (same bytes for the model).
-                CompressedWriteCommand cw when g.Compat010 && g.Backing.Count > 0 =>
-                    $"write -q -s {PatternFile(dir, i, cw.Offset, cw.Length, cw.Pattern)} {cw.Offset} {cw.Length}",
-                // Elsewhere discard the clusters first (the data is overwritten anyway).
-                CompressedWriteCommand cw => $"discard -q {cw.Offset} {cw.Length}\u0000write -q -c -s {PatternFile(dir, i, cw.Offset, cw.Length, cw.Pattern)} {cw.Offset} {cw.Length}",
+                // QEMU 7.2 can corrupt its own images when compressed writes follow frees (it packs the
+                // next compressed cluster into a host cluster freed and reused meanwhile: "OFLAG_COPIED
+                // data cluster ... refcount=2"), and compresses only into unallocated clusters. So QEMU
+                // gets a plain write of the same bytes; the model is the same.
+                CompressedWriteCommand cw => $"write -q -s {PatternFile(dir, i, cw.Offset, cw.Length, cw.Pattern)} {cw.Offset} {cw.Length}",
                 WriteZeroesCommand z => $"write -q -z{(z.Unmap ? " -u" : "")} {z.Offset} {z.Length}",
                 DiscardCommand d => $"discard -q {d.Offset} {d.Length}",
                 FlushCommand => "flush",

@@ -137,7 +137,7 @@ internal sealed class DiscardCommand(long offset, long length) : DiskCommand
     public override string ToString() => $"discard {Hex.Of(Offset)} {Hex.Of(Length)}";
 }
 
-/// <summary><c>write -c -P 0x5a off len</c>: a compressed write of whole, aligned clusters.</summary>
+/// <summary><c>write -c -P 0x5a off len</c>: a compressed write of whole, aligned clusters (the disk's last cluster may be short).</summary>
 internal sealed class CompressedWriteCommand(long offset, long length, DataPattern pattern) : DiskCommand
 {
     public long Offset { get; } = offset;
@@ -149,7 +149,7 @@ internal sealed class CompressedWriteCommand(long offset, long length, DataPatte
 
     public override bool IsValidFor(ImageGeometry g) =>
         g.AllowsCompression && InDisk(g, Offset, Length)
-        && Offset % g.ClusterSize == 0 && Length % g.ClusterSize == 0;
+        && Offset % g.ClusterSize == 0 && (Length % g.ClusterSize == 0 || Offset + Length == g.Size);
 
     public override void Apply(ReferenceDisk model) => model.Write(Offset, Pattern.Create(Offset, checked((int)Length)));
 
@@ -161,6 +161,7 @@ internal sealed class CompressedWriteCommand(long offset, long length, DataPatte
         yield return new WriteCommand(Offset, Length, Pattern);
         if (Pattern.Ramp) yield return new CompressedWriteCommand(Offset, Length, DataPattern.Fill(Pattern.Seed));
         if (Length > g.ClusterSize) yield return new CompressedWriteCommand(Offset, g.ClusterSize, Pattern);
+        if (Length < g.ClusterSize && Offset >= g.ClusterSize) yield return new CompressedWriteCommand(Offset - g.ClusterSize, g.ClusterSize, Pattern);
         if (Offset > 0) yield return new CompressedWriteCommand(0, Length, Pattern);
         if (Offset > g.ClusterSize) yield return new CompressedWriteCommand(Offset / 2 / g.ClusterSize * g.ClusterSize, Length, Pattern);
     }

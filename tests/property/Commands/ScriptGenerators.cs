@@ -133,7 +133,7 @@ internal static class ScriptGenerators
     public static Gen<DiskCommand> Command(ImageGeometry g, bool allowReopen = true)
     {
         var range = Range(g.Size, g.ClusterSize, g.SubclusterSize);
-        var wholeClusters = g.Size / g.ClusterSize;
+        var clusters = (g.Size + g.ClusterSize - 1) / g.ClusterSize;
         var choices = new List<(int, Gen<DiskCommand>)>
         {
             (30, Write(g.Size, g.ClusterSize, g.SubclusterSize).Select(c => (DiskCommand)c)),
@@ -144,13 +144,15 @@ internal static class ScriptGenerators
             (5, Gen.Constant((DiskCommand)new FlushCommand())),
         };
         if (allowReopen) choices.Add((3, Gen.Constant((DiskCommand)new ReopenCommand())));
-        if (g.AllowsCompression && wholeClusters >= 1)
+        if (g.AllowsCompression)
         {
+            // Whole clusters; a write reaching the end of the disk may end with its short last cluster.
             choices.Add((6,
-                from first in Gen.Choose(0, (int)wholeClusters - 1)
-                from count in Gen.Frequency((4, Gen.Constant(1)), (1, Gen.Choose(1, (int)Math.Min(3, wholeClusters - first))))
+                from first in Gen.Choose(0, (int)clusters - 1)
+                from count in Gen.Frequency((4, Gen.Constant(1)), (1, Gen.Choose(1, (int)Math.Min(3, clusters - first))))
                 from p in Pattern
-                select (DiskCommand)new CompressedWriteCommand(first * (long)g.ClusterSize, count * (long)g.ClusterSize, p)));
+                let offset = first * (long)g.ClusterSize
+                select (DiskCommand)new CompressedWriteCommand(offset, Math.Min(count * (long)g.ClusterSize, g.Size - offset), p)));
         }
         return Gen.Frequency(choices);
     }
@@ -168,8 +170,25 @@ internal static class ScriptGenerators
         from commands in Commands(g, maxCommands, o.AllowReopen)
         select new TestScript(g, commands);
 
-    public static Arbitrary<TestScript> ScriptArbitrary(GeometryOptions o, int maxCommands) =>
-        Arb.From(Script(o, maxCommands), Shrink);
+    /// <summary>
+    /// Scripts with shrinking. <paramref name="shrinkBudget"/> caps the shrink candidates tried in one
+    /// property check, for properties whose every run starts processes (a failure then still reports
+    /// a partly shrunk script in bounded time).
+    /// </summary>
+    public static Arbitrary<TestScript> ScriptArbitrary(GeometryOptions o, int maxCommands, int shrinkBudget = int.MaxValue)
+    {
+        var left = shrinkBudget;
+        return Arb.From(Script(o, maxCommands), script => Budgeted(Shrink(script)));
+
+        IEnumerable<TestScript> Budgeted(IEnumerable<TestScript> candidates)
+        {
+            foreach (var c in candidates)
+            {
+                if (Interlocked.Decrement(ref left) < 0) yield break;
+                yield return c;
+            }
+        }
+    }
 
     /// <summary>Gives each data-writing command its own pattern byte so that misplaced data names its source.</summary>
     private static IReadOnlyList<DiskCommand> DistinctPatterns(DiskCommand[] commands, int firstSeed)
