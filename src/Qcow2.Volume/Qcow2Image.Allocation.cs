@@ -91,19 +91,31 @@ public sealed partial class Qcow2Image
         int perCluster = _clusterSize / 8;
         long wantEntries = Math.Max(minEntries, (long)_refTable.Length * 3 / 2 + perCluster);
         long end = Math.Max(HostEndCluster(), 1);
-        // Lay out [new table][new blocks] at the end, enough blocks to cover the table and themselves.
-        long tableClusters = (wantEntries + perCluster - 1) / perCluster;
-        long blocks = 0;
-        for (int iteration = 0; iteration < 8; iteration++)
+        long tableClusters;
+        long blocks;
+        while (true)
         {
-            long lastCluster = end + tableClusters + blocks - 1;
-            long needEntries = Math.Max(wantEntries, _rc.TableIndex(lastCluster) + 1);
-            tableClusters = (needEntries + perCluster - 1) / perCluster;
-            long newBlocks = 0;
-            for (long t = _rc.TableIndex(end); t <= _rc.TableIndex(end + tableClusters + blocks - 1); t++)
-                if (t >= _refTable.Length || _refTable[t] == 0) newBlocks++;
-            if (newBlocks == blocks) break;
-            blocks = newBlocks;
+            // Lay out [new table][new blocks] at the end, enough blocks to cover the table and themselves.
+            tableClusters = (wantEntries + perCluster - 1) / perCluster;
+            blocks = 0;
+            for (int iteration = 0; iteration < 64; iteration++)
+            {
+                long lastCluster = end + tableClusters + blocks - 1;
+                long needEntries = Math.Max(wantEntries, _rc.TableIndex(lastCluster) + 1);
+                tableClusters = (needEntries + perCluster - 1) / perCluster;
+                long newBlocks = 0;
+                for (long t = _rc.TableIndex(end); t <= _rc.TableIndex(end + tableClusters + blocks - 1); t++)
+                    if (t >= _refTable.Length || _refTable[t] == 0) newBlocks++;
+                if (newBlocks == blocks) break;
+                blocks = newBlocks;
+            }
+            // Clusters past the end of the file may still carry a refcount (a write torn by a crash):
+            // never place the table over them.
+            long inUse = -1;
+            for (long c = end; c < end + tableClusters + blocks; c++)
+                if (GetRefcount(c) != 0) inUse = c;
+            if (inUse < 0) break;
+            end = inUse + 1;
         }
         long entries = tableClusters * perCluster;
         if (entries * 8 > Qcow2Limits.MaxRefcountTableSize)

@@ -123,11 +123,14 @@ public sealed class Qcow2ImageWriteTests
         QemuTools.Img("create", "-f", "qcow2", "-o", "cluster_size=512,refcount_bits=64", image, "6M");
         var model = new byte[6 << 20];
         new Random(Seed).NextBytes(model);
+        uint tableClustersBefore = BinaryPrimitives.ReadUInt32BigEndian(File.ReadAllBytes(image).AsSpan(56));
         using (var img = Qcow2Image.Open(image, Trusted))
         {
             for (int off = 0; off < model.Length; off += 96 * 1024)
                 img.Write(off, model.AsSpan(off, Math.Min(96 * 1024, model.Length - off)));
         }
+        uint tableClustersAfter = BinaryPrimitives.ReadUInt32BigEndian(File.ReadAllBytes(image).AsSpan(56));
+        Assert.True(tableClustersAfter > tableClustersBefore, $"refcount table clusters {tableClustersBefore} -> {tableClustersAfter}");
         AssertQemuCheckClean(image);
         AssertQemuCompareEqual(dir, image, model);
     }
