@@ -113,6 +113,40 @@ public class ReferenceDiskTests
         Assert.Throws<ArgumentOutOfRangeException>(() => disk.WriteZeroes(-1, 2));
     }
 
+    [Fact]
+    public void Snapshot_TakeWriteRevert_RestoresTheSnapshotContentAndKeepsIt()
+    {
+        var disk = new ReferenceDisk(4096, [4096]);
+        disk.WriteLayer(1, 0, Filled(4096, 0x22));
+        disk.Write(0, Filled(1024, 0x33));
+        disk.TakeSnapshot("s1");
+        disk.Write(0, Filled(2048, 0x44));
+        Assert.Null(disk.Snapshot("s1").Verify(0, [.. Filled(1024, 0x33), .. Filled(3072, 0x22)]));
+        Assert.Null(disk.Verify(0, [.. Filled(2048, 0x44), .. Filled(2048, 0x22)]));
+
+        disk.RevertToSnapshot("s1");
+        Assert.Null(disk.Verify(0, [.. Filled(1024, 0x33), .. Filled(3072, 0x22)]));
+        disk.Write(0, Filled(10, 0x55));
+        Assert.Null(disk.Snapshot("s1").Verify(0, Filled(10, 0x33)));
+        Assert.Equal(["s1"], disk.SnapshotNames);
+        disk.DeleteSnapshot("s1");
+        Assert.Empty(disk.SnapshotNames);
+        Assert.Throws<ArgumentException>(() => disk.DeleteSnapshot("s1"));
+    }
+
+    [Fact]
+    public void Clone_CopiesSnapshotsIndependently()
+    {
+        var disk = new ReferenceDisk(1024);
+        disk.Write(0, Filled(10, 1));
+        disk.TakeSnapshot("a");
+        var copy = disk.Clone();
+        disk.RevertToSnapshot("a");
+        disk.DeleteSnapshot("a");
+        Assert.Equal(["a"], copy.SnapshotNames);
+        Assert.Null(copy.Snapshot("a").Verify(0, Filled(10, 1)));
+    }
+
     internal static byte[] Filled(int length, byte value)
     {
         var b = new byte[length];

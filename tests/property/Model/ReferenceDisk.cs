@@ -18,7 +18,8 @@ internal sealed class ReferenceDisk
     internal const int ChunkSize = 4096;
 
     private readonly SparseLayer[] _layers;
-    private readonly Dictionary<long, UncertainChunk> _uncertain;
+    private Dictionary<long, UncertainChunk> _uncertain;
+    private readonly Dictionary<string, ReferenceDisk> _snapshots = new(StringComparer.Ordinal);
 
     public ReferenceDisk(long size, IReadOnlyList<long>? backingSizes = null)
     {
@@ -44,12 +45,47 @@ internal sealed class ReferenceDisk
     /// <summary>Whether some byte is still uncertain (discarded and not yet observed).</summary>
     public bool HasUncertainBytes => _uncertain.Values.Any(c => c.Count > 0);
 
-    /// <summary>A deep copy (used to remember the state at the last flush).</summary>
+    /// <summary>A deep copy (used to remember the state at the last flush), snapshots included.</summary>
     public ReferenceDisk Clone()
+    {
+        var copy = CloneContent();
+        foreach (var (name, snapshot) in _snapshots) copy._snapshots[name] = snapshot.CloneContent();
+        return copy;
+    }
+
+    private ReferenceDisk CloneContent()
     {
         var layers = _layers.Select(l => l.Clone()).ToArray();
         var uncertain = _uncertain.ToDictionary(kv => kv.Key, kv => kv.Value.Clone());
         return new ReferenceDisk(layers, uncertain);
+    }
+
+    /// <summary>Names of the internal snapshots the model holds.</summary>
+    public IReadOnlyCollection<string> SnapshotNames => _snapshots.Keys;
+
+    /// <summary>Takes an internal snapshot: a frozen copy of the guest view (uncertain bytes stay uncertain in it).</summary>
+    public void TakeSnapshot(string name)
+    {
+        if (_snapshots.ContainsKey(name)) throw new ArgumentException($"snapshot '{name}' exists", nameof(name));
+        _snapshots[name] = CloneContent();
+    }
+
+    /// <summary>The model of a snapshot's content (verify reads of the snapshot against it).</summary>
+    public ReferenceDisk Snapshot(string name) => _snapshots[name];
+
+    /// <summary>Deletes a snapshot; the guest view does not change.</summary>
+    public void DeleteSnapshot(string name)
+    {
+        if (!_snapshots.Remove(name)) throw new ArgumentException($"no snapshot '{name}'", nameof(name));
+    }
+
+    /// <summary>Reverts the guest view to a snapshot (qemu-img snapshot -a); the snapshot stays.</summary>
+    public void RevertToSnapshot(string name)
+    {
+        var snapshot = _snapshots[name];
+        if (snapshot.Size != Size) throw new InvalidOperationException("reverting across a resize is not modelled");
+        _layers[0] = snapshot._layers[0].Clone();
+        _uncertain = snapshot._uncertain.ToDictionary(kv => kv.Key, kv => kv.Value.Clone());
     }
 
     /// <summary>Sets bytes of a backing layer (layer ≥ 1) when building the chain.</summary>
