@@ -60,7 +60,7 @@ internal sealed partial class CheckRun
 
     private void NoteActiveCopied(long cluster, bool copied)
     {
-        if (_weight != 1 || _img.HasDataFile || cluster >= (long)_activeCopied.Length * 64)
+        if (_activeWeight != 1 || _img.HasDataFile || cluster >= (long)_activeCopied.Length * 64)
         {
             _copiedNeedsFullPass = true;
             return;
@@ -117,8 +117,8 @@ internal sealed partial class CheckRun
             _weight = groups[order[g]];
             CheckL1((long)l1Offset, (int)l1Size, active: false);
             _weight = 1;
-            _progress?.Report(0.3 + 0.25 * (g + 1) / order.Count);
         }
+        CheckAllL2Tables();
         _recordSnapshotTable = true;
         IncrementRange(_img.SnapshotsOffset, snapshotsSize);
         _recordSnapshotTable = false;
@@ -147,7 +147,6 @@ internal sealed partial class CheckRun
         int inFile = l1Offset >= _fileLength ? 0 : (int)Math.Min(l1Size, (_fileLength - l1Offset + 7) / 8);
         var l1 = ReadEntries(l1Offset, inFile);
 
-        var l2Offsets = new List<long>();
         for (int i = 0; i < l1.Length; i++)
         {
             ulong entry = l1[i];
@@ -167,22 +166,45 @@ internal sealed partial class CheckRun
             IncrementRange(l2Offset, ClusterSize);
             if ((l2Offset & (ulong)(ClusterSize - 1)) != 0)
                 Corruption(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"l2_offset={Hex(l2Offset)}: Table is not cluster aligned; L1 entry corrupted");
-            l2Offsets.Add((long)l2Offset);
+            // Tables past the end of the file read as zeros and reference nothing.
+            if ((long)l2Offset < _storage.Length)
+            {
+                var key = (long)l2Offset;
+                _l2References.TryGetValue(key, out var seen);
+                _l2References[key] = (seen.Total + _weight, seen.Active + (active ? _weight : 0));
+            }
         }
-        l2Offsets.Sort();
-        var offsets = l2Offsets.ToArray();
-        VisitTables(offsets, (index, table, weight) =>
+    }
+
+    /// <summary>
+    /// Every L2 table referenced by the active image or a snapshot, with how often: each distinct
+    /// table is read and examined once, its effect counted once per reference (QEMU reads it again
+    /// for every snapshot; counting is the same, repairs found by the first reading are seen by the
+    /// later ones either way).
+    /// </summary>
+    private readonly Dictionary<long, (long Total, long Active)> _l2References = new();
+    private long _activeWeight;
+
+    private void CheckAllL2Tables()
+    {
+        var offsets = new long[_l2References.Count];
+        _l2References.Keys.CopyTo(offsets, 0);
+        Array.Sort(offsets);
+        VisitTables(offsets, (index, table, _) =>
         {
-            long outer = _weight;
-            _weight = outer * weight;
-            CheckL2(offsets[index], table, active);
-            _weight = outer;
-        }, active ? 0.0 : -1, active ? 0.3 : 0);
+            var (total, active) = _l2References[offsets[index]];
+            _weight = total;
+            _activeWeight = active;
+            CheckL2(offsets[index], table);
+            _weight = 1;
+            _activeWeight = 0;
+        }, 0.05, 0.5);
+        _l2References.Clear();
     }
 
     /// <summary>Counts the clusters one L2 table references and checks its entries.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void CheckL2(long l2Offset, Span<byte> table, bool active)
+    private void CheckL2(long l2Offset, Span<byte> table)
     {
         int entrySize = _img.L2EntrySize;
         bool extended = _img.ExtendedL2;
@@ -245,11 +267,11 @@ internal sealed partial class CheckRun
                         continue;
                     }
                     IncrementRange(coffset, csize);
-                    if (active)
+                    if (_activeWeight > 0)
                     {
-                        _res.AllocatedClusters += _weight;
-                        _res.CompressedClusters += _weight;
-                        _res.FragmentedClusters += _weight;
+                        _res.AllocatedClusters += _activeWeight;
+                        _res.CompressedClusters += _activeWeight;
+                        _res.FragmentedClusters += _activeWeight;
                     }
                 }
                 i++;
@@ -322,11 +344,11 @@ internal sealed partial class CheckRun
                 continue;
             }
 
-            if (active)
+            if (_activeWeight > 0)
             {
                 NoteActiveCopied((long)(offset >> clusterBits), (entry & CopiedFlag) != 0);
-                _res.AllocatedClusters += _weight;
-                if (nextContiguous != 0 && (long)offset != nextContiguous) _res.FragmentedClusters += _weight;
+                _res.AllocatedClusters += _activeWeight;
+                if (nextContiguous != 0 && (long)offset != nextContiguous) _res.FragmentedClusters += _activeWeight;
                 nextContiguous = (long)offset + ClusterSize;
             }
             if (!dataFile)
@@ -334,8 +356,8 @@ internal sealed partial class CheckRun
                 // The common case, one whole cluster inside the file, without the general range logic.
                 long k = (long)(offset >> clusterBits);
                 ulong r;
-                if ((offset & clusterMask) == 0 && offset < (ulong)_fileLength && k < _nbClusters && _weight == 1 && !_countingStructure && (r = _refs.Get(k)) < _refs.MaxValue)
-                    _refs.Set(k, r + 1);
+                if ((offset & clusterMask) == 0 && offset < (ulong)_fileLength && k < _nbClusters && !_countingStructure && (r = _refs.Get(k)) <= _refs.MaxValue - (ulong)_weight)
+                    _refs.Set(k, r + (ulong)_weight);
                 else
                     IncrementRange(offset, ClusterSize);
             }
