@@ -39,7 +39,7 @@ internal sealed class ConvertCommand : Command
         new OptionSpec('l', "snapshot", true, "snapshot.name=NAME", "convert an internal snapshot of the source"),
         new OptionSpec('q', "quiet", false, null, "quiet"),
         new OptionSpec('U', "force-share", false, null, "accepted for qemu-img compatibility"),
-        new OptionSpec('t', "cache", true, "MODE", "accepted for qemu-img compatibility"),
+        new OptionSpec('t', "cache", true, "MODE", "target cache mode: unsafe (default, as qemu-img: no fsync) or any other qemu-img mode (fsync at the end)"),
         new OptionSpec('T', "source-cache", true, "MODE", "accepted for qemu-img compatibility"),
     };
 
@@ -83,6 +83,9 @@ internal sealed class ConvertCommand : Command
 
         var opened = new List<IDiskImage>();
         IDiskImage? targetImage = null;
+        IDisposable? targetFile = null;
+        // qemu-img convert writes its target with cache=unsafe unless -t says otherwise: no fsync.
+        bool flushToDisk = (args.Get("cache") ?? "unsafe") != "unsafe";
         try
         {
             foreach (var s in sources)
@@ -115,10 +118,10 @@ internal sealed class ConvertCommand : Command
             bool fresh = false;
             if (!noCreate)
             {
-                ImageFactory.Create(target, settings, settings.Size ?? total);
+                ImageFactory.Create(target, settings, settings.Size ?? total, flushToDisk);
                 fresh = true;
             }
-            targetImage = ImageOpener.Open(target, noCreate ? args.Get("output-format") : outFormat, readOnly: false);
+            targetImage = ImageOpener.OpenWritable(target, noCreate ? args.Get("output-format") : outFormat, flushToDisk, out targetFile);
             if (targetImage.Size < total)
                 throw new CommandFailedException("Target image is too small for the source data");
 
@@ -142,6 +145,7 @@ internal sealed class ConvertCommand : Command
         finally
         {
             targetImage?.Dispose();
+            targetFile?.Dispose();
             for (int i = opened.Count - 1; i >= 0; i--) opened[i].Dispose();
         }
     }

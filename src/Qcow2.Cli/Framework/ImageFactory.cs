@@ -44,12 +44,12 @@ internal static class ImageFactory
     }
 
     /// <summary>Creates the image file and leaves it closed.</summary>
-    public static void Create(string path, CreateSettings s, long size)
+    public static void Create(string path, CreateSettings s, long size, bool flushToDisk = true)
     {
         if (s.Format == "qcow2")
         {
             using var image = Qcow2Image.Create(path, ToQcow2Options(s, size));
-            image.Flush();
+            if (flushToDisk) image.Flush();
             return;
         }
         var mode = s.Preallocation switch
@@ -58,6 +58,13 @@ internal static class ImageFactory
             "full" => Preallocation.Full,
             _ => Preallocation.Off,
         };
+        if (!flushToDisk)
+        {
+            // cache=unsafe (qemu-img convert's target): the new file is not synced.
+            using var file = Volume.Storage.FileStorage.Create(Path.GetFullPath(path), overwrite: true, flushToDisk: false);
+            RawImage.Create(file, size, mode).Dispose();
+            return;
+        }
         using var raw = RawImage.Create(path, size, mode);
         raw.Flush();
     }

@@ -52,6 +52,29 @@ internal static class ImageOpener
         return DiskImage.Open(path, format, new DiskOpenOptions { ReadOnly = readOnly, Qcow2 = TrustedOptions(readOnly, qcow2Options) });
     }
 
+    /// <summary>
+    /// Opens a writable image whose file stays <paramref name="storage"/>'s (dispose it after the
+    /// image). With <paramref name="flushToDisk"/> false, flushes do not reach the disk (cache=unsafe,
+    /// qemu-img convert's default for its target).
+    /// </summary>
+    public static IDiskImage OpenWritable(string path, string? format, bool flushToDisk, out IDisposable storage)
+    {
+        RequireExists(path);
+        format = format is null ? Probe(path) : CheckFormat(format);
+        var file = Volume.Storage.FileStorage.Open(Path.GetFullPath(path), writable: true, flushToDisk);
+        try
+        {
+            var image = DiskImage.Open(file, format, new DiskOpenOptions { ReadOnly = false, Qcow2 = TrustedOptions(readOnly: false) });
+            storage = file;
+            return image;
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Bytes the file occupies on disk (st_blocks * 512), or null when unknown.</summary>
     public static long? AllocatedBytes(string path)
     {

@@ -6,7 +6,9 @@ namespace Qcow2.Volume.Storage;
 /// <summary>
 /// A file as <see cref="IStorage"/>: positional reads and writes through <see cref="RandomAccess"/>
 /// on a <see cref="SafeFileHandle"/>. There is no shared file position, so any number of threads may
-/// read and write different ranges at once. <see cref="Flush"/> is an fsync.
+/// read and write different ranges at once. <see cref="Flush"/> is an fsync, unless the file was
+/// opened with <c>flushToDisk: false</c> (QEMU's cache=unsafe, what qemu-img convert uses for its
+/// target by default): then flushes leave the data to the kernel's writeback.
 /// </summary>
 /// <remarks>
 /// The length is cached: it is read once at open, raised (never lowered) by writes that end past it,
@@ -18,14 +20,16 @@ public sealed class FileStorage : IStorage
 {
     private readonly SafeFileHandle _handle;
     private readonly object _lengthLock = new();
+    private readonly bool _flushToDisk;
     private long _length;
     private int _disposed;
 
-    private FileStorage(SafeFileHandle handle, string path, bool writable)
+    private FileStorage(SafeFileHandle handle, string path, bool writable, bool flushToDisk)
     {
         _handle = handle;
         Name = path;
         CanWrite = writable;
+        _flushToDisk = flushToDisk;
         _length = RandomAccess.GetLength(handle);
     }
 
@@ -36,7 +40,20 @@ public sealed class FileStorage : IStorage
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="IOException">The file cannot be opened.</exception>
     /// <exception cref="UnauthorizedAccessException">Access is denied.</exception>
-    public static FileStorage Open(string path, bool writable = false)
+    public static FileStorage Open(string path, bool writable = false) => Open(path, writable, flushToDisk: true);
+
+    /// <summary>Opens an existing file, choosing whether <see cref="Flush"/> reaches the disk.</summary>
+    /// <param name="path">The file.</param>
+    /// <param name="writable">Open for reading and writing; otherwise read-only.</param>
+    /// <param name="flushToDisk">
+    /// True: <see cref="Flush"/> is an fsync. False: <see cref="Flush"/> does nothing (QEMU's
+    /// cache=unsafe; a crash or power cut may then lose or tear what was written).
+    /// </param>
+    /// <exception cref="ArgumentException">The path is empty.</exception>
+    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
+    /// <exception cref="IOException">The file cannot be opened.</exception>
+    /// <exception cref="UnauthorizedAccessException">Access is denied.</exception>
+    public static FileStorage Open(string path, bool writable, bool flushToDisk)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         var handle = File.OpenHandle(
@@ -45,14 +62,20 @@ public sealed class FileStorage : IStorage
             writable ? FileAccess.ReadWrite : FileAccess.Read,
             writable ? FileShare.Read : FileShare.ReadWrite | FileShare.Delete,
             FileOptions.None);
-        return Wrap(handle, path, writable);
+        return Wrap(handle, path, writable, flushToDisk);
     }
 
     /// <summary>Creates a file (replacing an existing one unless <paramref name="overwrite"/> is false) and opens it read-write.</summary>
     /// <exception cref="ArgumentException">The path is empty.</exception>
     /// <exception cref="IOException">The file exists and <paramref name="overwrite"/> is false, or cannot be created.</exception>
     /// <exception cref="UnauthorizedAccessException">Access is denied.</exception>
-    public static FileStorage Create(string path, bool overwrite = true)
+    public static FileStorage Create(string path, bool overwrite = true) => Create(path, overwrite, flushToDisk: true);
+
+    /// <summary>Creates a file (see <see cref="Create(string, bool)"/>), choosing whether <see cref="Flush"/> reaches the disk (see <see cref="Open(string, bool, bool)"/>).</summary>
+    /// <exception cref="ArgumentException">The path is empty.</exception>
+    /// <exception cref="IOException">The file exists and <paramref name="overwrite"/> is false, or cannot be created.</exception>
+    /// <exception cref="UnauthorizedAccessException">Access is denied.</exception>
+    public static FileStorage Create(string path, bool overwrite, bool flushToDisk)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         var handle = File.OpenHandle(
@@ -61,14 +84,14 @@ public sealed class FileStorage : IStorage
             FileAccess.ReadWrite,
             FileShare.Read,
             FileOptions.None);
-        return Wrap(handle, path, writable: true);
+        return Wrap(handle, path, writable: true, flushToDisk);
     }
 
-    private static FileStorage Wrap(SafeFileHandle handle, string path, bool writable)
+    private static FileStorage Wrap(SafeFileHandle handle, string path, bool writable, bool flushToDisk)
     {
         try
         {
-            return new FileStorage(handle, path, writable);
+            return new FileStorage(handle, path, writable, flushToDisk);
         }
         catch
         {
@@ -158,7 +181,7 @@ public sealed class FileStorage : IStorage
     public void Flush()
     {
         ThrowIfDisposed();
-        if (CanWrite) RandomAccess.FlushToDisk(_handle);
+        if (CanWrite && _flushToDisk) RandomAccess.FlushToDisk(_handle);
     }
 
     /// <inheritdoc/>
@@ -166,7 +189,7 @@ public sealed class FileStorage : IStorage
     {
         cancellationToken.ThrowIfCancellationRequested();
         ThrowIfDisposed();
-        if (!CanWrite) return ValueTask.CompletedTask;
+        if (!CanWrite || !_flushToDisk) return ValueTask.CompletedTask;
         // fsync blocks; run it off the caller's thread like any other blocking file operation.
         return new ValueTask(Task.Run(() => RandomAccess.FlushToDisk(_handle), cancellationToken));
     }
