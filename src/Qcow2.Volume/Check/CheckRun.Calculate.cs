@@ -125,7 +125,7 @@ internal sealed partial class CheckRun
 
         // The refcount table.
         _countingStructure = true;
-        IncrementRange((ulong)_img.RefcountTableOffset, (long)_img.RefcountTableClusters << ClusterBits);
+        IncrementRange((ulong)_img.RefcountTableOffset, (long)_img.RefcountTableClusters << ClusterBits, persistent: false);
         _countingStructure = false;
 
         // The encryption header.

@@ -27,8 +27,12 @@ internal sealed partial class CheckRun
                 $"cluster {m.Cluster} refcount={m.Stored} reference={m.Counted}", repaired: true);
     }
 
-    /// <summary>Writes a refcount table and blocks describing the counted references, then switches the header to them.</summary>
-    private void WriteRefcountStructure()
+    /// <summary>
+    /// Writes a refcount table and blocks describing the counted references, then switches the header
+    /// to them. Returns how many past-the-end corruptions this resolved (their regions are now inside
+    /// the file and counted).
+    /// </summary>
+    private long WriteRefcountStructure()
     {
         // The old table and blocks are replaced: stop counting them.
         foreach (var (start, count) in _structureIncrements)
@@ -41,6 +45,25 @@ internal sealed partial class CheckRun
         int perBlockBits = _refs.EntriesPerBlockBits;
         long perBlock = 1L << perBlockBits;
         long newStart = FirstUnreferencedCluster();
+
+        // Regions referenced past the end of the file that the new end of the file will cover.
+        long absorbed = 0;
+        if (_pastEndRegions.Count > 0 && _refs.TryEnsure(newStart))
+        {
+            foreach (var (offset, length, weight, persistent) in _pastEndRegions)
+            {
+                if (offset + (ulong)length > (ulong)newStart << ClusterBits) continue;
+                long first = (long)(offset >> ClusterBits), last = (long)((offset + (ulong)length - 1) >> ClusterBits);
+                for (long k = first; k <= last; k++)
+                {
+                    ulong r = _refs.Get(k);
+                    _refs.Set(k, (ulong)weight > _refs.MaxValue - r ? _refs.MaxValue : r + (ulong)weight);
+                }
+                absorbed += weight;
+                if (persistent) _persistentCorruptions -= weight;
+            }
+            _pastEndRegions.Clear();
+        }
         var usedBlocks = new SortedSet<long>();
         long oldBlocks = (_nbClusters + perBlock - 1) >> perBlockBits;
         for (long b = 0; b < oldBlocks; b++)
@@ -93,6 +116,7 @@ internal sealed partial class CheckRun
         _structureIncrements.Clear();
         _structureIncrements.Add((newStart, size));
         _lastStoredBlock = -1;
+        return absorbed;
     }
 
     /// <summary>

@@ -150,7 +150,9 @@ internal sealed partial class CheckRun
         }
 
         // 1. A refcount structure in which the new table is used (and the old one still is).
-        WriteRefcountStructure();
+        long absorbed = WriteRefcountStructure();
+        _res.Corruptions -= absorbed;
+        _res.CorruptionsFixed += absorbed;
 
         // 2. The header moves to the new table.
         Span<byte> pointer = stackalloc byte[12];

@@ -42,6 +42,11 @@ internal sealed partial class CheckRun
     private bool _recordSnapshotTable;
     private ulong _maxReferencedEnd;
 
+    // Regions referenced past the end of the file: new metadata written after them brings them
+    // inside the file (reading zeros, as before), so a rewritten refcount structure counts them.
+    private const int MaxPastEndRegions = 1 << 20;
+    private readonly List<(ulong Offset, long Size, long Weight, bool Persistent)> _pastEndRegions = new();
+
     private readonly int _maxFindings;
 
     public CheckRun(IStorage storage, RepairMode fix, long maxArrayBytes, IProgress<double>? progress, int maxFindings = int.MaxValue)
@@ -152,6 +157,8 @@ internal sealed partial class CheckRun
             _maxReferencedEnd = offset + (ulong)size;
         if (offset >= fileLength + (ulong)ClusterSize || (ulong)size >= fileLength + (ulong)ClusterSize - offset)
         {
+            if (!_countingStructure && _pastEndRegions.Count < MaxPastEndRegions)
+                _pastEndRegions.Add((offset, size, _weight, persistent));
             Corruption(CheckFindingKind.PastEndOfFile, offset > long.MaxValue ? -1 : (long)offset,
                 $"counting reference for region exceeding the end of the file by one cluster or more: offset {Hex(offset)} size {Hex(size)}", persistent);
             return;
@@ -282,10 +289,23 @@ internal sealed partial class CheckRun
     /// <summary>Reads a whole table of big-endian 64-bit entries (zero-filled past the end of the file).</summary>
     private ulong[] ReadEntries(long offset, int count)
     {
-        var bytes = new byte[(long)count * 8];
-        ReadZeroFilled(offset, bytes);
         var entries = new ulong[count];
-        for (int i = 0; i < count; i++) entries[i] = BinaryPrimitives.ReadUInt64BigEndian(bytes.AsSpan(i * 8));
+        const int chunkEntries = 8192;
+        byte[] chunk = ArrayPool<byte>.Shared.Rent(chunkEntries * 8);
+        try
+        {
+            for (int done = 0; done < count; done += chunkEntries)
+            {
+                int n = Math.Min(chunkEntries, count - done);
+                var bytes = chunk.AsSpan(0, n * 8);
+                ReadZeroFilled(offset + done * 8L, bytes);
+                for (int i = 0; i < n; i++) entries[done + i] = BinaryPrimitives.ReadUInt64BigEndian(bytes[(i * 8)..]);
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(chunk);
+        }
         return entries;
     }
 
