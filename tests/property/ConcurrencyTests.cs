@@ -9,7 +9,7 @@ using Xunit.Abstractions;
 namespace Qcow2.Property.Tests;
 
 /// <summary>
-/// Parallel writers and readers on one image. Every write has its own pattern, so each byte names
+/// Parallel writers (plain, compressed and write-zeroes) and readers on one image. Every write has its own pattern, so each byte names
 /// the write it came from. Finally every sector holds one of the writes that covered it (never the
 /// old content once written), every cluster that only whole-cluster writes touched holds a single
 /// write, and check is clean. Readers running alongside see only bytes some write (or the initial
@@ -20,7 +20,7 @@ public class ConcurrencyTests(ITestOutputHelper output)
     private readonly PropertySettings _settings = PropertySettings.FromEnvironment();
 
     /// <summary>A write of a pattern, or of zeroes (write-zeroes, with or without unmap) when <see cref="Zero"/>.</summary>
-    private sealed record PlannedWrite(int Id, long Offset, int Length, DataPattern Pattern, bool Zero = false, bool Unmap = false)
+    private sealed record PlannedWrite(int Id, long Offset, int Length, DataPattern Pattern, bool Zero = false, bool Unmap = false, bool Compressed = false)
     {
         public bool Covers(long offset) => offset >= Offset && offset - Offset < Length;
 
@@ -29,7 +29,8 @@ public class ConcurrencyTests(ITestOutputHelper output)
         public byte[] Create(long offset, int length) => Zero ? new byte[length] : Pattern.Create(offset, length);
 
         public override string ToString() =>
-            Zero ? $"#{Id} write -z{(Unmap ? " -u" : "")} {Hex.Of(Offset)} {Hex.Of(Length)}" : $"#{Id} write {Pattern} {Hex.Of(Offset)} {Hex.Of(Length)}";
+            Zero ? $"#{Id} write -z{(Unmap ? " -u" : "")} {Hex.Of(Offset)} {Hex.Of(Length)}"
+                : $"#{Id} write{(Compressed ? " -c" : "")} {Pattern} {Hex.Of(Offset)} {Hex.Of(Length)}";
     }
 
     [Fact]
@@ -83,7 +84,8 @@ public class ConcurrencyTests(ITestOutputHelper output)
                 {
                     var first = random.Next(blocks);
                     var count = Math.Min(blocks - first, random.Next(1, 4));
-                    plans[w].Add(new PlannedWrite(id, (long)first * cluster, count * cluster, pattern, zero, unmap));
+                    var compressed = !zero && random.Next(6) == 0;
+                    plans[w].Add(new PlannedWrite(id, (long)first * cluster, count * cluster, pattern, zero, unmap, compressed));
                 }
                 else
                 {
@@ -128,6 +130,7 @@ public class ConcurrencyTests(ITestOutputHelper output)
                     var data = p.Create(p.Offset, p.Length);
                     // Mix the sync and async paths.
                     if (p.Zero) image.WriteZeroes(p.Offset, p.Length, p.Unmap);
+                    else if (p.Compressed) image.WriteCompressed(p.Offset, data);
                     else if (p.Id % 2 == 0) image.Write(p.Offset, data);
                     else await image.WriteAsync(p.Offset, data);
                     if (p.Id % 7 == 0) image.Flush();
