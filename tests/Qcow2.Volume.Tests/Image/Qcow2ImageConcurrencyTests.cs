@@ -50,7 +50,7 @@ public sealed class Qcow2ImageConcurrencyTests
     }
 
     [Fact]
-    public async Task Read_RacingWritesAndDiscards_SeesOldOrNewBlocksNeverGarbage()
+    public async Task Read_RacingWritesZeroesDiscardsAndCompressedWrites_SeesOldOrNewBlocksNeverGarbage()
     {
         using var dir = new TempDir();
         string image = dir.File("r.qcow2");
@@ -89,9 +89,18 @@ public sealed class Qcow2ImageConcurrencyTests
                         buf.AsSpan().Fill(w == 0 ? Pattern(b) : Pattern2(b));
                         img.Write((long)b * block, buf);
                     }
+                    else if (op < 8)
+                    {
+                        if (rng.Next(2) == 0) img.Discard((long)(b / 4) * 16384, 16384);
+                        else img.WriteZeroes((long)b * block, block, unmap: rng.Next(2) == 0);
+                    }
                     else if (op < 9)
                     {
-                        img.Discard((long)(b / 4) * 16384, 16384);
+                        // A whole cluster, compressed, each block with its own pattern.
+                        var cluster = new byte[16384];
+                        int first = b / 4 * 4;
+                        for (int k = 0; k < 4; k++) cluster.AsSpan(k * block, block).Fill(w == 0 ? Pattern(first + k) : Pattern2(first + k));
+                        img.WriteCompressed((long)first * block, cluster);
                     }
                     else
                     {
