@@ -57,6 +57,40 @@ public class ConcurrencyTests(ITestOutputHelper output)
         }
     }
 
+    [Fact]
+    public void VerifySerializable_LostUpdateOrMixedWholeClusterWrites_AreCaught()
+    {
+        // The checker itself: two whole-cluster writes to cluster 0, a sector write into cluster 1.
+        const int cluster = 4096;
+        var a = new PlannedWrite(1, 0, cluster, DataPattern.Random(1));
+        var b = new PlannedWrite(2, 0, 2 * cluster, DataPattern.Random(2));
+        var c = new PlannedWrite(3, cluster + 512, 512, DataPattern.Random(3));
+        PlannedWrite[] all = [a, b, c];
+        byte[] Serial(params PlannedWrite[] order)
+        {
+            var d = new byte[3 * cluster];
+            foreach (var w in order) w.Create(w.Offset, w.Length).CopyTo(d, w.Offset);
+            return d;
+        }
+        VerifySerializable(Serial(a, b, c), all, cluster);
+        VerifySerializable(Serial(b, a, c), all, cluster);
+
+        var lost = Serial(a, b);   // c's sector still holds b's data: allowed (b after c)...
+        VerifySerializable(lost, all, cluster);
+        var old = Serial(a, b, c);
+        Array.Clear(old, cluster + 512, 512); // ...but zero there means c (and b) were lost
+        Assert.Throws<InvalidOperationException>(() => VerifySerializable(old, all, cluster));
+
+        var mixed = Serial(a, b, c);
+        a.Create(0, 512).CopyTo(mixed, 0); // cluster 0: first sector from a, the rest from b
+        var e = Assert.Throws<InvalidOperationException>(() => VerifySerializable(mixed, all, cluster));
+        Assert.Contains("mixes writes 1, 2", e.Message);
+
+        var stray = Serial(a, b, c);
+        stray[3 * cluster - 1] ^= 0xff; // never written, must be zero
+        Assert.Throws<InvalidOperationException>(() => VerifySerializable(stray, all, cluster));
+    }
+
     private static void RunRound(int clusterBits, bool extendedL2, int refcountBits, Random random)
     {
         var cluster = 1 << clusterBits;
@@ -153,6 +187,12 @@ public class ConcurrencyTests(ITestOutputHelper output)
     {
         var data = new byte[size];
         image.Read(0, data);
+        VerifySerializable(data, all, cluster);
+    }
+
+    private static void VerifySerializable(byte[] data, PlannedWrite[] all, int cluster)
+    {
+        var size = data.LongLength;
         for (long block = 0; block < size / cluster; block++)
         {
             var blockStart = block * cluster;
