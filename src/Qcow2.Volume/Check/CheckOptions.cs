@@ -28,7 +28,7 @@ public sealed class CheckOptions
     /// <summary>
     /// Upper bound for the bytes of the in-memory refcount array (one refcount-width slot per host cluster).
     /// An image that needs more is refused with a check error instead of exhausting memory.
-    /// Default 4 GiB minus a little (the largest single array .NET allows).
+    /// Default: the largest single array .NET allows (about 2 GiB).
     /// </summary>
     public long MaxRefcountArrayBytes { get; init; } = Array.MaxLength;
 
