@@ -47,6 +47,22 @@ public class CrashConsistencyTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Qcow2Image_PowerCutWithTinyMetadataCaches_ReopensWithoutCorruptionAndKeepsFlushedData()
+    {
+        // Two-entry caches write metadata back all the time: many more orderings to cut between.
+        var options = new GeometryOptions
+        {
+            MaxSize = Math.Min(_settings.MaxSize, 1 << 20),
+            MaxClusterBits = 16,
+            AllowDataFile = false,
+        };
+        _settings.Check(nameof(Qcow2Image_PowerCutWithTinyMetadataCaches_ReopensWithoutCorruptionAndKeepsFlushedData),
+            ScriptGenerators.ScriptArbitrary(options, _settings.MaxCommands),
+            script => RunWorkloadAndCut(script, writeAfterRepair: false, tinyCaches: true),
+            ciCases: 20, output);
+    }
+
+    [Fact]
     public void Qcow2Image_AfterPowerCutAndLeakRepair_NewWritesLeaveTheImageClean()
     {
         var options = new GeometryOptions
@@ -122,7 +138,7 @@ public class CrashConsistencyTests(ITestOutputHelper output)
         Assert.Contains("flushed data lost", e.Message);
     }
 
-    private long RunWorkloadAndCut(TestScript script, bool writeAfterRepair, bool ignoreFlushes = false)
+    private long RunWorkloadAndCut(TestScript script, bool writeAfterRepair, bool ignoreFlushes = false, bool tinyCaches = false)
     {
         var g = script.Geometry;
         // A backing chain lives in files (made by qemu-img/qemu-io); the image under test in memory
@@ -134,7 +150,7 @@ public class CrashConsistencyTests(ITestOutputHelper output)
             Qcow2FileHarness.CreateBackingChain(dir, g);
             backing = dir.File(Qcow2FileHarness.LayerName(g, 0));
         }
-        var open = new Qcow2OpenOptions { ExternalFilePolicy = ExternalFilePolicy.AllowUnder(dir.Path) };
+        var open = (tinyCaches ? Qcow2MemoryHarness.TinyCaches : Qcow2OpenOptions.Default) with { ExternalFilePolicy = ExternalFilePolicy.AllowUnder(dir.Path) };
         var medium = new MemoryStorage("crash-base");
         Qcow2Creator.Create(medium, GeometryMapping.CreateOptions(g, backing, backing is null ? null : g.Backing[0].Format));
         var recorder = new CrashSimulationStorage(medium);

@@ -35,6 +35,16 @@ public class ModelBasedTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Qcow2Image_RandomScriptsInMemoryWithTinyMetadataCaches_ReadAsTheModelAndCheckClean()
+    {
+        var options = new GeometryOptions { MaxSize = _settings.MaxSize, AllowBacking = false, AllowDataFile = false };
+        _settings.Check(nameof(Qcow2Image_RandomScriptsInMemoryWithTinyMetadataCaches_ReadAsTheModelAndCheckClean),
+            ScriptGenerators.ScriptArbitrary(options, _settings.MaxCommands),
+            script => ModelRunner.Run(script, g => new Qcow2MemoryHarness(g, open: Qcow2MemoryHarness.TinyCaches)),
+            ciCases: 60, output);
+    }
+
+    [Fact]
     public void Qcow2Image_RandomScriptsOnFilesWithChainsAndDataFiles_ReadAsTheModelAndQemuAgrees()
     {
         var options = new GeometryOptions { MaxSize = _settings.MaxSize };

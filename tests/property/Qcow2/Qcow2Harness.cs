@@ -101,20 +101,28 @@ internal sealed class Qcow2MemoryHarness : IDiskHarness
     private readonly MemoryStorage _storage = new("property-test");
     private readonly ImageGeometry _geometry;
     private readonly bool _useAsync;
+    private readonly Qcow2OpenOptions _open;
     private bool _created;
 
-    public Qcow2MemoryHarness(ImageGeometry g, bool useAsync = false)
+    /// <summary>Caches of two entries each (512-byte L2 slices): every metadata access evicts and writes back.</summary>
+    public static Qcow2OpenOptions TinyCaches { get; } = new() { L2CacheEntrySize = 512, L2CacheSize = 1, RefcountCacheSize = 1 };
+
+    public Qcow2MemoryHarness(ImageGeometry g, bool useAsync = false, Qcow2OpenOptions? open = null)
     {
         _useAsync = useAsync;
+        _open = open ?? Qcow2OpenOptions.Default;
         if (g.Backing.Count > 0 || g.ExternalDataFile) throw new ArgumentException("the memory harness has no files for a chain or a data file", nameof(g));
         _geometry = g;
     }
 
     public IGuestDisk Open()
     {
-        if (_created) return new Qcow2GuestDisk(Qcow2Image.Open(_storage), _useAsync);
-        _created = true;
-        return new Qcow2GuestDisk(Qcow2Image.Create(_storage, GeometryMapping.CreateOptions(_geometry)), _useAsync);
+        if (!_created)
+        {
+            _created = true;
+            Qcow2Creator.Create(_storage, GeometryMapping.CreateOptions(_geometry));
+        }
+        return new Qcow2GuestDisk(Qcow2Image.Open(_storage, _open), _useAsync);
     }
 
     public void FinalChecks(ReferenceDisk model) => GeometryMapping.CheckClean(_storage, "after the script");
