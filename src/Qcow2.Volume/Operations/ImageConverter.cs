@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Collections.Concurrent;
 
 namespace Qcow2.Volume.Operations;
 
@@ -52,9 +51,10 @@ public readonly record struct ConvertResult(long BytesRead, long DataBytesWritte
 /// Copies the guest contents of one or more source images, concatenated, into a target image, the
 /// way <c>qemu-img convert</c> does: block status decides what is data, zero or unallocated;
 /// unallocated and zero ranges are skipped on a zero target; zero runs inside data are found at the
-/// <see cref="ConvertOptions.SparseSize"/> granularity; data may be written compressed. One thread
-/// walks the block status and queues bounded units of work; worker threads read, scan, compress and
-/// write them in parallel (images are safe for concurrent I/O to different ranges).
+/// <see cref="ConvertOptions.SparseSize"/> granularity; data may be written compressed. Worker threads
+/// (the caller's among them) take bounded units of work in turn from one walk of the block status,
+/// then read, scan, compress and write them in parallel (images are safe for concurrent I/O to
+/// different ranges).
 /// </summary>
 public static class ImageConverter
 {
@@ -135,58 +135,56 @@ public static class ImageConverter
 
         public void Run()
         {
-            using var cts = CancellationTokenSource.CreateLinkedTokenSource(_o.CancellationToken);
-            var queue = new BlockingCollection<Work>(boundedCapacity: _o.Parallelism * 2);
+            // No producer thread and no queue: each worker takes the next unit of work from the
+            // block-status walk under a lock (the walk is cheap next to reading and writing a unit),
+            // so no thread ever spins or sleeps waiting for a queue, and the calling thread is one
+            // of the workers.
+            var ct = _o.CancellationToken;
+            using var work = Produce(ct).GetEnumerator();
+            var gate = new object();
+            bool finished = false;
             Exception? failure = null;
-            var workers = new Thread[_o.Parallelism];
+            void Worker()
+            {
+                try
+                {
+                    while (true)
+                    {
+                        Work w;
+                        lock (gate)
+                        {
+                            if (finished || Volatile.Read(ref failure) is not null) return;
+                            ct.ThrowIfCancellationRequested();
+                            if (!work.MoveNext())
+                            {
+                                finished = true;
+                                return;
+                            }
+                            w = work.Current;
+                        }
+                        Process(w);
+                    }
+                }
+                catch (Exception e)
+                {
+                    Interlocked.CompareExchange(ref failure, e, null);
+                }
+            }
+            var workers = new Thread[_o.Parallelism - 1];
             for (int i = 0; i < workers.Length; i++)
             {
-                workers[i] = new Thread(() =>
-                {
-                    try
-                    {
-                        foreach (var w in queue.GetConsumingEnumerable(cts.Token)) Process(w);
-                    }
-                    catch (OperationCanceledException) when (cts.IsCancellationRequested)
-                    {
-                    }
-                    catch (Exception e)
-                    {
-                        Interlocked.CompareExchange(ref failure, e, null);
-                        cts.Cancel();
-                    }
-                })
-                {
-                    IsBackground = true,
-                    Name = "qcow2-convert-" + i,
-                };
+                workers[i] = new Thread(Worker) { IsBackground = true, Name = "qcow2-convert-" + i };
                 workers[i].Start();
             }
-            try
-            {
-                Produce(queue, cts.Token);
-            }
-            catch (OperationCanceledException) when (cts.IsCancellationRequested)
-            {
-            }
-            catch (Exception e)
-            {
-                Interlocked.CompareExchange(ref failure, e, null);
-                cts.Cancel();
-            }
-            finally
-            {
-                queue.CompleteAdding();
-                foreach (var t in workers) t.Join();
-                queue.Dispose();
-            }
+            Worker();
+            foreach (var t in workers) t.Join();
             if (failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
-            _o.CancellationToken.ThrowIfCancellationRequested();
+            ct.ThrowIfCancellationRequested();
             if (_o.Progress is not null && _total > 0) _o.Progress.Report(1.0);
         }
 
-        /// <summary>Walks the sources' block status and queues the work, in target offsets.</summary>
-        private void Produce(BlockingCollection<Work> queue, CancellationToken ct)
+        /// <summary>Walks the sources' block status and yields the work, in target offsets (one caller at a time).</summary>
+        private IEnumerable<Work> Produce(CancellationToken ct)
         {
             var statuses = new ChainStatus?[_sources.Count];
             try
@@ -202,7 +200,7 @@ public static class ImageConverter
                         if (empty >= _clusterSize || pos + empty == _total)
                         {
                             long len = pos + empty == _total ? empty : empty / _clusterSize * _clusterSize;
-                            if (NeedsZeroWrite()) queue.Add(new Work(WorkKind.Zero, pos, len), ct);
+                            if (NeedsZeroWrite()) yield return new Work(WorkKind.Zero, pos, len);
                             else Skip(len);
                             pos += len;
                             continue;
@@ -210,10 +208,10 @@ public static class ImageConverter
                         long chunk = Math.Min(_chunk, _total - pos);
                         var kind = AnyData(statuses, pos, chunk) ? WorkKind.Data : WorkKind.Zero;
                         if (kind == WorkKind.Zero && !NeedsZeroWrite()) Skip(chunk);
-                        else queue.Add(new Work(kind, pos, chunk), ct);
+                        else yield return new Work(kind, pos, chunk);
                         pos += chunk;
                     }
-                    return;
+                    yield break;
                 }
                 for (int i = 0; i < _sources.Count; i++)
                 {
@@ -233,13 +231,13 @@ public static class ImageConverter
                         }
                         else if ((e.Zero || !e.Data) && _o.SparseSize != 0)
                         {
-                            if (NeedsZeroWrite()) queue.Add(new Work(WorkKind.Zero, start + pos, len), ct);
+                            if (NeedsZeroWrite()) yield return new Work(WorkKind.Zero, start + pos, len);
                             else Skip(len);
                         }
                         else
                         {
                             for (long part = 0; part < len; part += _chunk)
-                                queue.Add(new Work(WorkKind.Data, start + pos + part, Math.Min(_chunk, len - part)), ct);
+                                yield return new Work(WorkKind.Data, start + pos + part, Math.Min(_chunk, len - part));
                         }
                         pos += len;
                     }
