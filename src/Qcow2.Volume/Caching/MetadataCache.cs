@@ -7,7 +7,8 @@ internal delegate void CacheWriteBack(long key, ReadOnlySpan<byte> data);
 
 /// <summary>
 /// A fixed-capacity cache of equally sized slices of on-disk metadata tables (L2 tables or refcount
-/// blocks), keyed by the slice's host offset, with least-recently-used eviction and dirty tracking.
+/// blocks), keyed by the slice's host offset, with CLOCK (second-chance, an O(1) approximation of
+/// least-recently-used) eviction and dirty tracking.
 /// All slices live in one array allocated at open, so lookups after warm-up allocate nothing.
 /// </summary>
 /// <remarks>
@@ -21,11 +22,13 @@ internal sealed class MetadataCache
 
     private readonly byte[] _buffer;
     private readonly long[] _keys;
-    private readonly long[] _lastUse;
+    private readonly bool[] _referenced;
     private readonly bool[] _dirty;
     private readonly Dictionary<long, int> _index;
     private readonly CacheWriteBack _writeBack;
-    private long _clock;
+    private int _hand;
+    private readonly int[] _freeSlots;
+    private int _freeCount;
     private int _used;
     private int _dirtyCount;
     private long _hits;
@@ -39,7 +42,10 @@ internal sealed class MetadataCache
         _buffer = GC.AllocateUninitializedArray<byte>(checked(entrySize * capacityEntries));
         _keys = new long[capacityEntries];
         Array.Fill(_keys, EmptyKey);
-        _lastUse = new long[capacityEntries];
+        _referenced = new bool[capacityEntries];
+        _freeSlots = new int[capacityEntries];
+        for (int i = 0; i < capacityEntries; i++) _freeSlots[i] = capacityEntries - 1 - i;
+        _freeCount = capacityEntries;
         _dirty = new bool[capacityEntries];
         _index = new Dictionary<long, int>(capacityEntries);
         _writeBack = writeBack;
@@ -61,7 +67,7 @@ internal sealed class MetadataCache
         if (_index.TryGetValue(key, out int slot))
         {
             _hits++;
-            _lastUse[slot] = ++_clock;
+            _referenced[slot] = true;
             return slot;
         }
 
@@ -79,7 +85,7 @@ internal sealed class MetadataCache
         if (!_index.TryGetValue(key, out int slot)) slot = TakeSlot(key);
         Entry(slot).Clear();
         MarkDirty(slot);
-        _lastUse[slot] = ++_clock;
+        _referenced[slot] = true;
         return slot;
     }
 
@@ -101,19 +107,19 @@ internal sealed class MetadataCache
     public void WriteBackAll()
     {
         if (_dirtyCount == 0) return;
-        Span<int> order = _dirtyCount <= 256 ? stackalloc int[_dirtyCount] : new int[_dirtyCount];
+        bool small = _dirtyCount <= 256;
+        Span<int> order = small ? stackalloc int[_dirtyCount] : new int[_dirtyCount];
+        Span<long> keys = small ? stackalloc long[_dirtyCount] : new long[_dirtyCount];
         int n = 0;
         for (int i = 0; i < _keys.Length && n < order.Length; i++)
-            if (_dirty[i]) order[n++] = i;
-        order = order[..n];
-        // Sort by key so that the writes are sequential (insertion sort: few dirty entries).
-        for (int i = 1; i < order.Length; i++)
         {
-            int v = order[i];
-            int j = i - 1;
-            while (j >= 0 && _keys[order[j]] > _keys[v]) { order[j + 1] = order[j]; j--; }
-            order[j + 1] = v;
+            if (!_dirty[i]) continue;
+            order[n] = i;
+            keys[n++] = _keys[i];
         }
+        order = order[..n];
+        // In host-offset order, so that the writes are sequential.
+        keys[..n].Sort(order);
         foreach (int slot in order)
         {
             _writeBack(_keys[slot], Entry(slot));
@@ -136,30 +142,34 @@ internal sealed class MetadataCache
     {
         _index.Remove(_keys[slot]);
         _keys[slot] = EmptyKey;
+        _referenced[slot] = false;
         if (_dirty[slot])
         {
             _dirty[slot] = false;
             _dirtyCount--;
         }
+        _freeSlots[_freeCount++] = slot;
         _used--;
     }
 
     private int TakeSlot(long key)
     {
         int slot;
-        if (_used < Capacity)
+        if (_freeCount > 0)
         {
-            slot = Array.IndexOf(_keys, EmptyKey);
+            slot = _freeSlots[--_freeCount];
             _used++;
         }
         else
         {
-            slot = 0;
-            long oldest = long.MaxValue;
-            for (int i = 0; i < _lastUse.Length; i++)
+            // Second chance: skip (and clear) recently referenced entries.
+            while (_referenced[_hand])
             {
-                if (_lastUse[i] < oldest) { oldest = _lastUse[i]; slot = i; }
+                _referenced[_hand] = false;
+                _hand = (_hand + 1) % Capacity;
             }
+            slot = _hand;
+            _hand = (_hand + 1) % Capacity;
             if (_dirty[slot])
             {
                 _writeBack(_keys[slot], Entry(slot));
@@ -171,7 +181,7 @@ internal sealed class MetadataCache
         }
         _keys[slot] = key;
         _index[key] = slot;
-        _lastUse[slot] = ++_clock;
+        _referenced[slot] = true;
         return slot;
     }
 }
