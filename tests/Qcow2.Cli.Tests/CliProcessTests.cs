@@ -529,13 +529,14 @@ public sealed class CliBehaviourTests
     [Fact]
     public void Csproj_IsPackableAsQcow2Tool()
     {
-        string dir = System.IO.Path.GetDirectoryName(ThisFile())!;
-        while (!File.Exists(System.IO.Path.Combine(dir, "Qcow2Toolkit.sln"))) dir = System.IO.Path.GetDirectoryName(dir)!;
-        string csproj = File.ReadAllText(System.IO.Path.Combine(dir, "src", "Qcow2.Cli", "Qcow2.Cli.csproj"));
+        // From the test's output folder up to the repository (source paths are mapped to /_/ in CI builds).
+        string? dir = AppContext.BaseDirectory;
+        while (dir is not null && !File.Exists(System.IO.Path.Combine(dir, "Qcow2Toolkit.sln"))) dir = System.IO.Path.GetDirectoryName(dir);
+        Assert.True(dir is not null, "Qcow2Toolkit.sln not found above " + AppContext.BaseDirectory);
+        string csproj = File.ReadAllText(System.IO.Path.Combine(dir!, "src", "Qcow2.Cli", "Qcow2.Cli.csproj"));
         Assert.Contains("<PackAsTool>true</PackAsTool>", csproj);
         Assert.Contains("<ToolCommandName>qcow2</ToolCommandName>", csproj);
         Assert.Contains("<AssemblyName>qcow2</AssemblyName>", csproj);
     }
 
-    private static string ThisFile([System.Runtime.CompilerServices.CallerFilePath] string path = "") => path;
 }
