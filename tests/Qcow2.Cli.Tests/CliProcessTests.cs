@@ -529,10 +529,12 @@ public sealed class CliBehaviourTests
     [Fact]
     public void Csproj_IsPackableAsQcow2Tool()
     {
-        // From the test's output folder up to the repository (source paths are mapped to /_/ in CI builds).
-        string? dir = AppContext.BaseDirectory;
-        while (dir is not null && !File.Exists(System.IO.Path.Combine(dir, "Qcow2Toolkit.sln"))) dir = System.IO.Path.GetDirectoryName(dir);
-        Assert.True(dir is not null, "Qcow2Toolkit.sln not found above " + AppContext.BaseDirectory);
+        // The repository root is recorded at build time (source paths are mapped to /_/ in CI builds).
+        string? dir = typeof(CliBehaviourTests).Assembly
+            .GetCustomAttributes(typeof(System.Reflection.AssemblyMetadataAttribute), false)
+            .Cast<System.Reflection.AssemblyMetadataAttribute>()
+            .FirstOrDefault(a => a.Key == "RepositoryRoot")?.Value;
+        Assert.True(dir is not null && File.Exists(System.IO.Path.Combine(dir, "Qcow2Toolkit.sln")), "repository root not recorded: " + dir);
         string csproj = File.ReadAllText(System.IO.Path.Combine(dir!, "src", "Qcow2.Cli", "Qcow2.Cli.csproj"));
         Assert.Contains("<PackAsTool>true</PackAsTool>", csproj);
         Assert.Contains("<ToolCommandName>qcow2</ToolCommandName>", csproj);
