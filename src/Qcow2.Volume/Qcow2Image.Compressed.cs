@@ -45,6 +45,7 @@ public sealed partial class Qcow2Image
     public ValueTask WriteCompressedAsync(long offset, ReadOnlyMemory<byte> data, CancellationToken ct = default)
     {
         CheckCompressedArguments(offset, data.Length);
+        if (ct.IsCancellationRequested) return ValueTask.FromCanceled(ct);
         if (data.IsEmpty) return default;
         return WriteCompressedCoreAsync<AsyncIo>(offset, data, ct);
     }

@@ -38,6 +38,7 @@ public sealed partial class Qcow2Image
     {
         CheckRange(offset, destination.Length);
         ThrowIfDisposed();
+        if (ct.IsCancellationRequested) return ValueTask.FromCanceled(ct);
         if (destination.IsEmpty) return default;
         return ReadCoreAsync<AsyncIo>(offset, destination, ct);
     }

@@ -76,6 +76,7 @@ public sealed partial class Qcow2Image
     {
         CheckRange(offset, source.Length);
         ThrowIfNotWritable();
+        if (ct.IsCancellationRequested) return ValueTask.FromCanceled(ct);
         if (source.IsEmpty) return default;
         return WriteCoreAsync<AsyncIo>(offset, source, ct);
     }

@@ -298,6 +298,23 @@ public sealed class Qcow2ImageWriteTests
     }
 
     [Fact]
+    public async Task AsyncOperations_CancelledToken_ThrowWithoutSideEffects()
+    {
+        using var dir = new TempDir();
+        string image = dir.File("x.qcow2");
+        QemuTools.Img("create", "-f", "qcow2", image, "1M");
+        using var img = Qcow2Image.Open(image, Trusted);
+        using var cts = new CancellationTokenSource();
+        cts.Cancel();
+        var buffer = new byte[65536];
+        buffer.AsSpan().Fill(7);
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => img.ReadAsync(0, buffer, cts.Token).AsTask());
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => img.WriteAsync(0, buffer, cts.Token).AsTask());
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => img.WriteCompressedAsync(0, buffer, cts.Token).AsTask());
+        Assert.Equal(BlockStatusFlags.None, img.GetBlockStatus(0, 65536).Flags);
+    }
+
+    [Fact]
     public void Write_LazyRefcounts_DirtyWhileOpenCleanAfterClose()
     {
         using var dir = new TempDir();
