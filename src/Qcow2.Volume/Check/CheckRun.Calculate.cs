@@ -172,6 +172,8 @@ internal sealed partial class CheckRun
                 var key = (long)l2Offset;
                 _l2References.TryGetValue(key, out var seen);
                 _l2References[key] = (seen.Total + _weight, seen.Active + (active ? _weight : 0));
+                // Bounded memory even for hostile images with millions of distinct tables.
+                if (_l2References.Count >= MaxPendingL2Tables) CheckAllL2Tables();
             }
         }
     }
@@ -184,19 +186,21 @@ internal sealed partial class CheckRun
     /// </summary>
     private readonly Dictionary<long, (long Total, long Active)> _l2References = new();
     private long _activeWeight;
+    private const int MaxPendingL2Tables = 1 << 22;
 
     private void CheckAllL2Tables()
     {
         var offsets = new long[_l2References.Count];
         _l2References.Keys.CopyTo(offsets, 0);
         Array.Sort(offsets);
+        long outerWeight = _weight;
         VisitTables(offsets, (index, table, _) =>
         {
             var (total, active) = _l2References[offsets[index]];
             _weight = total;
             _activeWeight = active;
             CheckL2(offsets[index], table);
-            _weight = 1;
+            _weight = outerWeight;
             _activeWeight = 0;
         }, 0.05, 0.5);
         _l2References.Clear();
