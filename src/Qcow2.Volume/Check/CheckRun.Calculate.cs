@@ -1,6 +1,6 @@
+using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using Qcow2.Spans;
-using System.Buffers.Binary;
 
 namespace Qcow2.Volume.Check;
 
