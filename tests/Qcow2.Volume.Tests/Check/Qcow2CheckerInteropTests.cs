@@ -201,6 +201,43 @@ public sealed class Qcow2CheckerInteropTests
         if (qemuRaw is not null) Assert.Equal(qemuRaw, ourRaw);
     }
 
+    public static TheoryData<string, string> RefcountWidthDamages()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var width in new[] { 1, 2, 4, 32, 64 })
+            foreach (var damage in new[] { "refcount zero", "unreferenced cluster", "COPIED cleared" })
+                data.Add($"cluster_size=4096,refcount_bits={width}", damage);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(RefcountWidthDamages))]
+    public void CheckRepairAll_EveryRefcountWidth_MatchesQemu(string options, string damage)
+    {
+        using var dir = new TempDir();
+        // Narrow refcounts cannot hold a snapshot's shared clusters: these images have none.
+        string image = CheckHarness.MakeImage(dir, "w.qcow2", options, snapshot: false);
+        using (var p = new ImagePatcher(image))
+        {
+            switch (damage)
+            {
+                case "refcount zero": p.SetRefcount(ClusterOf(p, p.Entry(IsCopied)), 0); break;
+                case "unreferenced cluster": p.Patch(IsCopied, _ => 0); break;
+                default: p.Patch(IsCopied, e => e & ~Copied); break;
+            }
+        }
+        var qemuReadOnly = QemuCheckReport.Run(image);
+        Assert.Equal(qemuReadOnly.Numbers(), QemuCheckReport.From(CheckHarness.OurCheck(image)).Numbers());
+        Assert.NotEqual(0, qemuReadOnly.ExitCode);
+
+        string qemuCopy = CheckHarness.Copy(dir, image, "q.qcow2");
+        var qemu = QemuCheckReport.Run(qemuCopy, RepairMode.All);
+        var ours = CheckHarness.OurCheck(image, RepairMode.All);
+        Assert.Equal(qemu.Numbers(!ours.RefcountStructureRebuilt), QemuCheckReport.From(ours).Numbers(!ours.RefcountStructureRebuilt));
+        Assert.Equal(0, QemuCheckReport.Run(image).ExitCode);
+        Assert.Equal(CheckHarness.ReadRaw(dir, qemuCopy), CheckHarness.ReadRaw(dir, image));
+    }
+
     [Fact]
     public void CheckRepairAll_DirtyLazyRefcountImageAfterCrash_RebuildsAndClearsDirtyBit()
     {
