@@ -185,6 +185,9 @@ public sealed partial class Qcow2Image
         }
     }
 
+    /// <summary>Clusters (or subcluster runs) merged into one extent at most.</summary>
+    private const int MaxPiecesPerExtent = 8192;
+
     /// <summary>
     /// Maps the longest run starting at <paramref name="offset"/> (at most <paramref name="maxLength"/>
     /// bytes) that has one kind and, for data, contiguous host bytes, so one positional read serves it.
@@ -198,7 +201,8 @@ public sealed partial class Qcow2Image
             var ext = MapPiece(offset, end);
             long pos = offset + ext.Length;
             if (ext.Kind == ExtentKind.Compressed && !forStatus) return ext;
-            while (pos < end)
+            // Bounded so that the lock is never held for long; callers continue where this ends.
+            for (int pieces = 1; pos < end && pieces < MaxPiecesPerExtent; pieces++)
             {
                 var next = MapPiece(pos, end);
                 if (next.Kind != ext.Kind) break;
