@@ -98,11 +98,8 @@ public static class ImageComparer
                     if (s1.Allocated)
                     {
                         chunk = Math.Min(chunk, ChunkSize);
-                        var a = buf1.AsSpan(0, (int)chunk);
-                        var b = buf2.AsSpan(0, (int)chunk);
-                        first.Read(offset, a);
-                        second.Read(offset, b);
-                        long at = FirstDifferentSector(a, b);
+                        ReadBoth(first, second, offset, buf1, buf2, (int)chunk);
+                        long at = FirstDifferentSector(buf1.AsSpan(0, (int)chunk), buf2.AsSpan(0, (int)chunk));
                         if (at >= 0) return Different(CompareDifference.Content, offset + at, sizesDiffer, warned: false);
                     }
                 }
@@ -148,6 +145,37 @@ public static class ImageComparer
             ArrayPool<byte>.Shared.Return(buf1);
             ArrayPool<byte>.Shared.Return(buf2);
         }
+    }
+
+    /// <summary>Below this, both images are read on the calling thread.</summary>
+    private const int ParallelReadMinimum = 256 << 10;
+
+    /// <summary>
+    /// Reads the same range of both images into <paramref name="a"/> and <paramref name="b"/>; long
+    /// ranges are read in parallel (the first image on a pool thread), as qemu-img keeps requests to
+    /// both images in flight at once.
+    /// </summary>
+    private static void ReadBoth(IDiskImage first, IDiskImage second, long offset, byte[] a, byte[] b, int length)
+    {
+        if (length < ParallelReadMinimum || Environment.ProcessorCount < 2)
+        {
+            first.Read(offset, a.AsSpan(0, length));
+            second.Read(offset, b.AsSpan(0, length));
+            return;
+        }
+        var other = Task.Run(() => first.Read(offset, a.AsSpan(0, length)));
+        System.Runtime.ExceptionServices.ExceptionDispatchInfo? failed = null;
+        try
+        {
+            second.Read(offset, b.AsSpan(0, length));
+        }
+        catch (Exception e)
+        {
+            failed = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e);
+        }
+        // Never leave (and hand the buffer back to the pool) while the other read still fills it.
+        other.GetAwaiter().GetResult();
+        failed?.Throw();
     }
 
     /// <summary>
