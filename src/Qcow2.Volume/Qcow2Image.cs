@@ -492,7 +492,7 @@ public sealed partial class Qcow2Image : IDiskImage
         }
         if (_dataFileName is null)
             throw new Qcow2UnsupportedImageException("data-file", "The image uses an external data file but does not name it.");
-        string resolved = ImageFileResolver.Resolve(ReferringPath, _dataFileName);
+        string resolved = ImageFileResolver.ResolveDataFile(ReferringPath, _dataFileName);
         var request = new ExternalFileRequest(ExternalFileKind.DataFile, _dataFileName, resolved, ReferringPath);
         if (!_options.ExternalFilePolicy.IsAllowed(request))
             throw new Qcow2UnsupportedImageException("external-file",

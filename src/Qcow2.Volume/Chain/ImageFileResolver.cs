@@ -39,6 +39,25 @@ public static partial class ImageFileResolver
     }
 
     /// <summary>
+    /// The path of an existing external data file named inside an image: beside the image, as
+    /// <see cref="Resolve"/> gives it; when no file is there but one is at the name taken from the
+    /// current directory, that one, because QEMU opens and creates relative data file names
+    /// against the current directory (an image made by <c>qemu-img create -o data_file=d/x.data d/x.qcow2</c>
+    /// names <c>d/x.data</c>).
+    /// </summary>
+    /// <inheritdoc cref="Resolve" path="/param"/>
+    /// <inheritdoc cref="Resolve" path="/exception"/>
+    public static string ResolveDataFile(string referringImagePath, string nameInImage)
+    {
+        string besideImage = Resolve(referringImagePath, nameInImage);
+        if (File.Exists(besideImage)) return besideImage;
+        string name = nameInImage.StartsWith("file:", StringComparison.Ordinal) ? nameInImage["file:".Length..] : nameInImage;
+        if (Path.IsPathRooted(name)) return besideImage;
+        string fromCurrentDirectory = Path.GetFullPath(name);
+        return File.Exists(fromCurrentDirectory) ? fromCurrentDirectory : besideImage;
+    }
+
+    /// <summary>
     /// The canonical form of a path: absolute, with every symbolic link resolved (realpath), so two
     /// names of the same file compare equal. A path that does not exist is returned absolute but unresolved.
     /// </summary>

@@ -20,6 +20,36 @@ public sealed class ChainTests : IDisposable
     }
 
     [Fact]
+    public void ResolveDataFile_FileBesideImage_IsPreferred()
+    {
+        Directory.CreateDirectory(Path.Combine(_dir.Path, "sub"));
+        var img = Path.Combine(_dir.Path, "sub", "top.qcow2");
+        var beside = Path.Combine(_dir.Path, "sub", "top.data");
+        File.WriteAllBytes(beside, [1]);
+        Assert.Equal(beside, ImageFileResolver.ResolveDataFile(img, "top.data"));
+    }
+
+    [Fact]
+    public void ResolveDataFile_OnlyFromCurrentDirectory_FoundThereAsQemuDoes()
+    {
+        // qemu-img create -o data_file=d/x.data d/x.qcow2 stores "d/x.data", relative to the current directory.
+        var data = Path.Combine(_dir.Path, "d", "x.data");
+        Directory.CreateDirectory(Path.GetDirectoryName(data)!);
+        File.WriteAllBytes(data, [1]);
+        string name = Path.GetRelativePath(Directory.GetCurrentDirectory(), data);
+        var img = Path.Combine(_dir.Path, "d", "x.qcow2");
+        Assert.False(File.Exists(ImageFileResolver.Resolve(img, name)));
+        Assert.Equal(data, ImageFileResolver.ResolveDataFile(img, name));
+    }
+
+    [Fact]
+    public void ResolveDataFile_Missing_ResolvesBesideImage()
+    {
+        var img = Path.Combine(_dir.Path, "top.qcow2");
+        Assert.Equal(Path.Combine(_dir.Path, "nowhere.data"), ImageFileResolver.ResolveDataFile(img, "nowhere.data"));
+    }
+
+    [Fact]
     public void Resolve_AbsoluteAndFilePrefixedNames_AreKept()
     {
         Assert.Equal("/srv/base.img", ImageFileResolver.Resolve("/a/b/top.qcow2", "/srv/base.img"));
