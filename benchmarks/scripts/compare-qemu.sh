@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Side-by-side timings of qemu-img and our qcow2 command on the same machine, in one run.
-# Each measurement is the median wall time of RUNS runs (default 3), with the page cache warm
-# (the inputs were just written): it compares CPU and I/O path efficiency, not the disk.
+# Each measurement is the median wall time, and the median CPU time (user + sys, all threads), of
+# RUNS runs (default 3), with the page cache warm (the inputs were just written): it compares CPU
+# and I/O path efficiency, not the disk. On a shared, loaded machine the wall times swing with the
+# load; the CPU times are steadier and show the work each tool does.
 #
 #   bash benchmarks/scripts/compare-qemu.sh [SIZE_MIB] [RUNS]
 #
-# Prints a Markdown table: operation, qemu-img seconds, qcow2 seconds, ratio (qcow2 / qemu-img).
+# Prints a Markdown table: operation, then wall and CPU seconds of each tool and the ratios (qcow2 / qemu-img).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE_MIB=${1:-1024}
@@ -35,12 +37,13 @@ PY
 qemu-img convert -f raw -O qcow2 "$work/src.raw" "$work/src.qcow2"
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-timeit() { # runs "$@" RUNS times, prints the median seconds
-  for _ in $(seq "$RUNS"); do
-    local s e
-    s=$(date +%s.%N); "$@" >/dev/null 2>&1; e=$(date +%s.%N)
-    awk -v s="$s" -v e="$e" 'BEGIN { printf "%.3f\n", e - s }'
-  done | median
+timeit() { # runs "$@" RUNS times, prints the median wall seconds and the median CPU seconds (user + sys)
+  local TIMEFORMAT='%R %U %S' i t
+  for i in $(seq "$RUNS"); do
+    t=$( { time "$@" >/dev/null 2>&1; } 2>&1 | tail -1)
+    echo "$t"
+  done > "$out/times"
+  printf "%s %s\n" "$(awk '{print $1}' "$out/times" | median)" "$(awk '{printf "%.3f\n", $2 + $3}' "$out/times" | median)"
 }
 row() { # name, qemu command..., --, qcow2 command...
   local name=$1; shift
@@ -49,13 +52,15 @@ row() { # name, qemu command..., --, qcow2 command...
   o=("$@")
   local tq to
   tq=$(timeit "${q[@]}"); to=$(timeit "${o[@]}")
-  awk -v n="$name" -v q="$tq" -v o="$to" 'BEGIN { printf "| %s | %.3f | %.3f | %.2f |\n", n, q, o, o / q }'
+  awk -v n="$name" -v q="$tq" -v o="$to" 'BEGIN {
+    split(q, a, " "); split(o, b, " ");
+    printf "| %s | %.3f | %.3f | %.2f | %.3f | %.3f | %.2f |\n", n, a[1], b[1], b[1] / a[1], a[2], b[2], (a[2] > 0 ? b[2] / a[2] : 0) }'
 }
 
 echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; qemu-img $(qemu-img --version | head -1 | awk '{print $3}'); dotnet $(dotnet --version); disk $SIZE_MIB MiB; median of $RUNS runs"
 echo
-echo "| operation | qemu-img (s) | qcow2 (s) | qcow2 / qemu-img |"
-echo "|---|---:|---:|---:|"
+echo "| operation | qemu-img wall (s) | qcow2 wall (s) | wall ratio | qemu-img CPU (s) | qcow2 CPU (s) | CPU ratio |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 row "convert raw -> qcow2" \
   qemu-img convert -f raw -O qcow2 "$work/src.raw" "$work/q1.qcow2" -- \
   "${QCOW2[@]}" convert -f raw -O qcow2 "$work/src.raw" "$work/o1.qcow2"
