@@ -1,5 +1,6 @@
 using Qcow2.Cli.Framework;
 using Qcow2.Cli.Output;
+using Qcow2.Spans;
 using Qcow2.Volume.Check;
 using Qcow2.Volume.Storage;
 
@@ -48,13 +49,33 @@ internal sealed class CheckCommand : Command
         CheckResult result;
         using (var storage = FileStorage.Open(Path.GetFullPath(path), writable: repair != RepairMode.None))
         {
-            result = Qcow2Checker.Check(storage, new CheckOptions { Repair = repair });
+            // A header qemu-img refuses to open: its words, after "Could not open", exit 1.
+            try
+            {
+                result = Qcow2Checker.Check(storage, new CheckOptions { Repair = repair });
+            }
+            catch (Qcow2CorruptImageException e)
+            {
+                throw new CommandFailedException($"Could not open '{path}': {e.Reason}", ExitCodes.CheckFailed);
+            }
+            catch (Qcow2UnsupportedImageException e)
+            {
+                throw new CommandFailedException($"Could not open '{path}': {e.Message}", ExitCodes.CheckFailed);
+            }
         }
 
         context.Out.Flush();
         foreach (var finding in result.Findings)
             context.Error.Write(FindingLine(finding) + "\n");
 
+        if (result.FailureMessage is not null && result.FailureDetail is { } detail)
+        {
+            // qemu-img reports the cause as an error (with its program name), then any hints.
+            string[] lines = detail.ReplaceLineEndings("\n").Split('\n');
+            context.Error.Write("qcow2: " + lines[0] + "\n");
+            for (int i = 1; i < lines.Length; i++)
+                context.Error.Write(lines[i].Replace("qemu-img check", "qcow2 check", StringComparison.Ordinal) + "\n");
+        }
         if (result.FailureMessage is not null)
             throw new CommandFailedException("Check failed: " + result.FailureMessage, ExitCodes.CheckFailed);
 
@@ -96,6 +117,8 @@ internal sealed class CheckCommand : Command
         if (f.Kind == CheckFindingKind.Information) return message;
         if (f.Repaired) return "Repairing " + message;
         if (f.Kind == CheckFindingKind.Leak) return message;
+        // qemu-img words this one finding with a colon.
+        if (message.StartsWith("counting reference ", StringComparison.Ordinal)) return "ERROR: " + message;
         return "ERROR " + message;
     }
 }

@@ -1,4 +1,6 @@
 using System.Buffers.Binary;
+using System.Globalization;
+using System.Text;
 using Qcow2.Spans;
 using Qcow2.Volume.Storage;
 
@@ -78,6 +80,7 @@ internal sealed class CheckImage
     public static CheckImage Read(IStorage storage)
     {
         long fileLength = storage.Length;
+        RefuseAsQemuOpenDoes(storage, fileLength);
         Span<byte> fixedPart = stackalloc byte[V3MinHeaderLength + 8];
         fixedPart.Clear();
         int got = storage.Read(0, fixedPart);
@@ -85,7 +88,7 @@ internal sealed class CheckImage
             throw Corrupt("header", 0, (ulong)got, "the file is too short to hold a qcow2 header");
         uint magic = BinaryPrimitives.ReadUInt32BigEndian(fixedPart[MagicOffset..]);
         if (magic != Qcow2Magic)
-            throw Corrupt("header.magic", MagicOffset, magic, "not a qcow2 image");
+            throw Corrupt("header.magic", MagicOffset, magic, "Image is not in qcow2 format");
         uint version = BinaryPrimitives.ReadUInt32BigEndian(fixedPart[VersionOffset..]);
         if (version is not (2 or 3))
             throw new Qcow2UnsupportedImageException("version", $"qcow2 version {version} is not supported");
@@ -102,8 +105,10 @@ internal sealed class CheckImage
             if (got < V3MinHeaderLength)
                 throw Corrupt("header", 0, (ulong)got, "the file is too short to hold a version 3 header");
             headerLength = BinaryPrimitives.ReadUInt32BigEndian(fixedPart[HeaderLengthOffset..]);
-            if (headerLength < V3MinHeaderLength || headerLength > clusterSize)
-                throw Corrupt("header.header_length", HeaderLengthOffset, headerLength, "header length out of range");
+            if (headerLength < V3MinHeaderLength)
+                throw Corrupt("header.header_length", HeaderLengthOffset, headerLength, "qcow2 header too short");
+            if (headerLength > clusterSize)
+                throw Corrupt("header.header_length", HeaderLengthOffset, headerLength, "qcow2 header exceeds cluster size");
             incompatible = BinaryPrimitives.ReadUInt64BigEndian(fixedPart[IncompatibleFeaturesOffset..]);
             autoclear = BinaryPrimitives.ReadUInt64BigEndian(fixedPart[AutoclearFeaturesOffset..]);
             refcountOrder = BinaryPrimitives.ReadUInt32BigEndian(fixedPart[RefcountOrderOffset..]);
@@ -153,12 +158,12 @@ internal sealed class CheckImage
         while (pos < extEnd)
         {
             if (pos + 8 > extEnd)
-                throw Corrupt("header extension", pos, 0, "header extension too large");
+                throw Corrupt("header extension", pos, 0, "Header extension too large");
             uint type = BinaryPrimitives.ReadUInt32BigEndian(cluster.AsSpan((int)pos));
             uint len = BinaryPrimitives.ReadUInt32BigEndian(cluster.AsSpan((int)pos + 4));
             pos += 8;
             if (len > extEnd - pos)
-                throw Corrupt("header extension", pos - 8, type, "header extension too large");
+                throw Corrupt("header extension", pos - 8, type, "Header extension too large");
             if (type == ExtensionEnd) break;
             var data = cluster.AsSpan((int)pos, (int)len);
             if (type == ExtensionBitmaps)
@@ -215,4 +220,120 @@ internal sealed class CheckImage
     }
 
     internal static int RefcountTableHeaderOffset => RefcountTableOffsetOffset;
+
+    /// <summary>
+    /// Runs the format's header validation (<see cref="HeaderValidator"/>, with the extensions and the
+    /// image's feature name table) and throws for the first violation, in the order QEMU checks them,
+    /// that makes qemu-img refuse to open the image; the exception's reason is qemu-img's wording. Rules
+    /// QEMU does not enforce at open (tables past the end of the file, a zero table offset, the
+    /// snapshot table) are left to the check, which reports them as findings as qemu-img check does.
+    /// </summary>
+    private static void RefuseAsQemuOpenDoes(IStorage storage, long fileLength)
+    {
+        Span<byte> head = stackalloc byte[V3MinHeaderLength + 8];
+        head.Clear();
+        if (storage.Read(0, head) < V2HeaderLength) return;
+        if (BinaryPrimitives.ReadUInt32BigEndian(head[MagicOffset..]) != Qcow2Magic) return;
+        uint clusterBits = BinaryPrimitives.ReadUInt32BigEndian(head[ClusterBitsOffset..]);
+        int length = clusterBits is >= MinClusterBits and <= MaxClusterBits ? 1 << (int)clusterBits : head.Length;
+        byte[] cluster = new byte[length];
+        storage.Read(0, cluster);
+        if (!Qcow2Header.TryParse(cluster, out var header) || header is null) return;
+        Span<HeaderViolation> found = new HeaderViolation[HeaderValidator.MaxViolations];
+        int n = HeaderValidator.Validate(header, fileLength, found, cluster);
+        int bestRank = int.MaxValue;
+        string? bestMessage = null;
+        HeaderViolation best = default;
+        for (int i = 0; i < n; i++)
+        {
+            var (rank, message) = QemuOpenError(found[i], header, cluster);
+            if (message is not null && rank < bestRank)
+            {
+                bestRank = rank;
+                bestMessage = message;
+                best = found[i];
+            }
+        }
+        if (bestMessage is null) return;
+        if (best.IsUnsupported) throw new Qcow2UnsupportedImageException(best.Field, bestMessage);
+        throw new Qcow2CorruptImageException("header." + best.Field, best.FieldOffset, best.RawValue, bestMessage);
+    }
+
+    /// <summary>
+    /// Whether qemu-img refuses to open an image with this violation, and if so, when (rank: the
+    /// order of QEMU's checks at open) and with which message (qemu-img 7.2's words, checked against it).
+    /// </summary>
+    private static (int Rank, string? Message) QemuOpenError(in HeaderViolation v, Qcow2Header h, ReadOnlySpan<byte> cluster)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        long clusterSize = h.ClusterBits is >= MinClusterBits and <= MaxClusterBits ? 1L << (int)h.ClusterBits : 0;
+        switch (v.Rule)
+        {
+            case HeaderRule.Version: return (1, string.Create(inv, $"Unsupported qcow2 version {h.Version}"));
+            case HeaderRule.ClusterBits: return (2, string.Create(inv, $"Unsupported cluster size: 2^{h.ClusterBits}"));
+            case HeaderRule.HeaderLength:
+                if (h.HeaderLength < V3MinHeaderLength) return (3, "qcow2 header too short");
+                if (clusterSize != 0 && h.HeaderLength > clusterSize) return (3, "qcow2 header exceeds cluster size");
+                return (5, "Header extension too large");
+            case HeaderRule.BackingFileOffset:
+                if (clusterSize != 0 && h.BackingFileOffset > (ulong)clusterSize) return (4, "Invalid backing file offset");
+                if (h.BackingFileOffset < (ulong)h.ExtensionsStart) return (0, null);
+                return (20, "Backing file name too long");
+            case HeaderRule.ExtensionArea:
+                return v.RawValue is (ulong)HeaderExtensionError.Truncated or (ulong)HeaderExtensionError.TooLong
+                    ? (5, "Header extension too large") : (0, null);
+            case HeaderRule.UnknownIncompatibleFeature: return (6, UnsupportedFeatures(h, cluster));
+            case HeaderRule.RefcountOrder: return (7, "Reference count entry width too large; may not exceed 64 bits");
+            case HeaderRule.CompressionType:
+                {
+                    byte ct = (byte)h.CompressionType;
+                    bool bit = (h.IncompatibleFeatures & Qcow2.Spans.IncompatibleFeatures.CompressionType) != 0;
+                    if (ct > (byte)CompressionType.Zstd) return (8, string.Create(inv, $"qcow2: unknown compression type: {ct}"));
+                    return (8, bit ? "qcow2: Compression type incompatible feature bit must not be set"
+                                   : "qcow2: Compression type incompatible feature bit must be set");
+                }
+            case HeaderRule.CryptMethod: return (9, string.Create(inv, $"Unsupported encryption method {h.CryptMethod}"));
+            case HeaderRule.ExtendedL2ClusterBits:
+                return (10, string.Create(inv, $"Unsupported subcluster size: {clusterSize / 32}"));
+            case HeaderRule.DataFileRawWithoutDataFile: return (11, "data-file-raw requires a data file");
+            case HeaderRule.RefcountTableClusters:
+                return h.RefcountTableClusters != 0 ? (12, "Reference count table too large") : (0, null);
+            case HeaderRule.RefcountTableOffset:
+                return h.RefcountTableOffset != 0 ? (13, "Reference count table offset invalid") : (0, null);
+            case HeaderRule.L1SizeLimit: return (14, "Active L1 table too large");
+            case HeaderRule.L1SizeTooSmall: return (15, "L1 table is too small");
+            case HeaderRule.L1TableOffset:
+                return h.L1TableOffset != 0 ? (16, "Active L1 table offset invalid") : (0, null);
+            case HeaderRule.BackingFileSize: return (20, "Backing file name too long");
+            default: return (0, null);
+        }
+    }
+
+    /// <summary>
+    /// qemu-img's list of unsupported incompatible features: the names the image's feature name
+    /// table gives the unknown bits (in table order), then the bits left unnamed as one hex mask.
+    /// </summary>
+    private static string UnsupportedFeatures(Qcow2Header h, ReadOnlySpan<byte> cluster)
+    {
+        ulong mask = (ulong)h.IncompatibleFeatures & ~IncompatKnown;
+        var parts = new List<string>();
+        int start = h.ExtensionsStart;
+        int end = h.ExtensionsEnd(cluster.Length);
+        if (start >= 0 && start <= end && end <= cluster.Length
+            && HeaderExtensionEnumerator.TryFind(cluster[start..end], 0, Qcow2Constants.ExtensionFeatureNameTable, out var table, out _))
+        {
+            const int EntrySize = 48, NameLength = 46;
+            for (int at = 0; at + EntrySize <= table.Length; at += EntrySize)
+            {
+                int type = table[at], bit = table[at + 1];
+                if (type != 0 || bit >= 64 || (mask & (1UL << bit)) == 0) continue;
+                var name = table.Slice(at + 2, NameLength);
+                int zero = name.IndexOf((byte)0);
+                parts.Add(Encoding.UTF8.GetString(zero >= 0 ? name[..zero] : name));
+                mask &= ~(1UL << bit);
+            }
+        }
+        if (mask != 0) parts.Add("Unknown incompatible feature: " + mask.ToString("x", CultureInfo.InvariantCulture));
+        return "Unsupported qcow2 feature(s): " + string.Join(", ", parts);
+    }
 }

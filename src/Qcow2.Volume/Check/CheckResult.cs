@@ -85,6 +85,13 @@ public sealed class CheckResult
     /// </summary>
     public string? FailureMessage { get; internal set; }
 
+    /// <summary>
+    /// With <see cref="FailureMessage"/>: what made the check fail, as qemu-img words it before
+    /// "Check failed" (its first line is an error report, further lines are hints); null when the
+    /// failure has no such explanation.
+    /// </summary>
+    public string? FailureDetail { get; internal set; }
+
     /// <summary>Whether the repair rebuilt the refcount table and blocks.</summary>
     public bool RefcountStructureRebuilt { get; internal set; }
 

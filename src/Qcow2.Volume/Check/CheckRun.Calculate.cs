@@ -42,7 +42,7 @@ internal sealed partial class CheckRun
         {
             if (_rebuild)
                 throw Fail("Input/output error", CheckFindingKind.RefcountStructure, -1,
-                    "need to rebuild refcount structures (use repair mode All)");
+                    "need to rebuild refcount structures");
             mismatches = FixMismatches(mismatches);
         }
 
@@ -152,7 +152,7 @@ internal sealed partial class CheckRun
             ulong entry = l1[i];
             if (entry == 0) continue;
             if ((entry & L1ReservedMask) != 0)
-                Corruption(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"found L1 entry with reserved bits set: {Hex(entry)}");
+                Corruption(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"found L1 entry with reserved bits set: {BareHex(entry)}");
             ulong l2Offset = entry & L1OffsetMask;
             if (FixErrors && l2Offset >= (ulong)_fileLength && _weight == 1)
             {
@@ -283,7 +283,7 @@ internal sealed partial class CheckRun
             }
 
             if ((entry & L2StandardReservedMask) != 0)
-                Corruption(CheckFindingKind.L2Entry, entryOffset, $"found l2 entry with reserved bits set: {Hex(entry)}");
+                Corruption(CheckFindingKind.L2Entry, entryOffset, $"found l2 entry with reserved bits set: {BareHex(entry)}");
 
             ulong offset = entry & L2OffsetMask;
             bool zeroFlag = !extended && (entry & ZeroFlag) != 0;

@@ -22,10 +22,17 @@ internal sealed partial class CheckRun
         _res.Leaks = 0;
         if (_res.Corruptions < oldCorruptions) _res.CorruptionsFixed += oldCorruptions - _res.Corruptions;
         _res.LeaksFixed += oldLeaks;
-        foreach (var m in mismatches)
-            Report(m.Stored < m.Counted ? CheckFindingKind.RefcountTooLow : CheckFindingKind.Leak, m.Cluster << ClusterBits,
-                $"cluster {m.Cluster} refcount={m.Stored} reference={m.Counted}", repaired: true);
+        // What qemu-img prints here: the old table and blocks, which its rebuilt structure still counts
+        // and its follow-up leak repair then frees. Ours never counts them; the lines are the same.
+        foreach (var (cluster, (before, after)) in _freedStructure)
+            Report(CheckFindingKind.Leak, cluster << ClusterBits, $"cluster {cluster} refcount={before} reference={after}", repaired: true);
+        _res.FindingsOmitted += _freedStructureOmitted;
+        _freedStructure.Clear();
     }
+
+    /// <summary>Clusters of the replaced refcount structure (refcount before → after), at most MaxFindings.</summary>
+    private readonly SortedDictionary<long, (ulong Before, ulong After)> _freedStructure = new();
+    private long _freedStructureOmitted;
 
     /// <summary>
     /// Writes a refcount table and blocks describing the counted references, then switches the header
@@ -39,7 +46,11 @@ internal sealed partial class CheckRun
             for (long k = start; k < start + count; k++)
             {
                 ulong r = _refs.Get(k);
-                if (r > 0) _refs.Set(k, r - 1);
+                if (r == 0) continue;
+                _refs.Set(k, r - 1);
+                if (_freedStructure.TryGetValue(k, out var seen)) _freedStructure[k] = (seen.Before, r - 1);
+                else if (_freedStructure.Count < _maxFindings) _freedStructure[k] = (r, r - 1);
+                else _freedStructureOmitted++;
             }
 
         int perBlockBits = _refs.EntriesPerBlockBits;
@@ -159,7 +170,7 @@ internal sealed partial class CheckRun
             if ((refcount == 1) != copied)
             {
                 long at = _img.L1Offset + i * 8L;
-                string message = $"OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={Hex(entry)} refcount={refcount}";
+                string message = $"OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={BareHex(entry)} refcount={refcount}";
                 if (repair)
                 {
                     BinaryPrimitives.WriteUInt64BigEndian(raw, refcount == 1 ? entry | CopiedFlag : entry & ~CopiedFlag);
@@ -277,7 +288,7 @@ internal sealed partial class CheckRun
             if ((refcount == 1) == ((entry & CopiedFlag) != 0)) continue;
 
             long at = l2Offset + (long)j * entrySize;
-            string message = $"OFLAG_COPIED data cluster: l2_entry={Hex(entry)} refcount={refcount}";
+            string message = $"OFLAG_COPIED data cluster: l2_entry={BareHex(entry)} refcount={refcount}";
             if (repair)
             {
                 BinaryPrimitives.WriteUInt64BigEndian(table[(j * entrySize)..], refcount == 1 ? entry | CopiedFlag : entry & ~CopiedFlag);

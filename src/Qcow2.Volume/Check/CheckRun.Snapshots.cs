@@ -37,20 +37,22 @@ internal sealed partial class CheckRun
         if (count > CheckImage.MaxSnapshots)
         {
             _snapshotCorruptions++;
-            string message = $"Number of snapshots exceeds the maximum ({count} > {CheckImage.MaxSnapshots})";
+            uint overhanging = count - CheckImage.MaxSnapshots;
             if (FixErrors)
             {
                 // Only the first snapshots are kept; the table is written anew at the end.
                 count = CheckImage.MaxSnapshots;
                 _snapshotTableNeedsRewrite = true;
-                Report(CheckFindingKind.SnapshotTable, 60, message, repaired: true);
+                Report(CheckFindingKind.Information, 60, $"Discarding {overhanging} overhanging snapshots", repaired: true);
             }
-            else Report(CheckFindingKind.SnapshotTable, 60, message);
+            else
+                throw FailOpen("File too large",
+                    $"ERROR snapshot table too large\nYou can force-remove all {overhanging} overhanging snapshots with qemu-img check -r all");
         }
-        if (count > CheckImage.MaxSnapshots)
-            throw Fail("File too large", CheckFindingKind.SnapshotTable, 60, "snapshot table too large");
         if (offset > long.MaxValue - (ulong)count * CheckImage.SnapshotHeaderSize || (offset & (ulong)(ClusterSize - 1)) != 0)
-            throw Fail("Invalid argument", CheckFindingKind.SnapshotTable, 64, $"snapshot table offset invalid: {Hex(offset)}");
+            throw FailOpen("Invalid argument", "ERROR snapshot table offset invalid");
+        // Reported once the whole table has been read: a table that cannot be read reports only that.
+        var incomplete = new List<(uint Index, long Offset)>();
 
         long pos = (long)offset;
         Span<byte> header = stackalloc byte[CheckImage.SnapshotHeaderSize];
@@ -68,14 +70,14 @@ internal sealed partial class CheckRun
             uint keptExtra = extraSize;
             if (extraSize > CheckImage.MaxSnapshotExtraData)
             {
-                string message = $"Too much extra metadata in snapshot table entry {i} ({extraSize} > {CheckImage.MaxSnapshotExtraData})";
                 if (!FixErrors)
-                    throw Fail("File too large", CheckFindingKind.SnapshotTable, entryStart + 36, message);
+                    throw FailOpen("File too large",
+                        $"ERROR failed to read the snapshot table: Too much extra metadata in snapshot table entry {i}\nYou can force-remove this extra metadata with qemu-img check -r all");
                 // The excess extra data is dropped when the table is written anew.
                 _snapshotCorruptions++;
                 _snapshotTableNeedsRewrite = true;
                 keptExtra = CheckImage.MaxSnapshotExtraData;
-                Report(CheckFindingKind.SnapshotTable, entryStart + 36, message, repaired: true);
+                Report(CheckFindingKind.Information, entryStart + 36, $"Discarding too much extra metadata in snapshot table entry {i} ({extraSize} > {CheckImage.MaxSnapshotExtraData})", repaired: true);
             }
             var extra = new byte[keptExtra];
             ReadZeroFilled(pos, extra);
@@ -84,7 +86,7 @@ internal sealed partial class CheckRun
             {
                 // Version 3 entries carry at least vm_state_size_large and disk_size (spec "Snapshots").
                 _snapshotCorruptions++;
-                string message = $"snapshot table entry {i} is incomplete";
+                incomplete.Add((i, entryStart + 36));
                 if (FixErrors)
                 {
                     _snapshotTableNeedsRewrite = true;
@@ -94,15 +96,13 @@ internal sealed partial class CheckRun
                     BinaryPrimitives.WriteUInt64BigEndian(full.AsSpan(8), (ulong)_img.VirtualSize);
                     extra = full;
                     keptExtra = MinV3SnapshotExtraData;
-                    Report(CheckFindingKind.SnapshotTable, entryStart + 36, message, repaired: true);
                 }
-                else Report(CheckFindingKind.SnapshotTable, entryStart + 36, message);
             }
             var text = new byte[idSize + nameSize];
             ReadZeroFilled(pos, text);
             pos += text.Length;
             if (pos - (long)offset > CheckImage.MaxSnapshotTableBytes)
-                throw Fail("File too large", CheckFindingKind.SnapshotTable, (long)offset, "Snapshot table is too big");
+                throw FailOpen("File too large", "ERROR failed to read the snapshot table: Snapshot table is too big");
             list.Add(new SnapshotRef(l1Offset, l1Size,
                 Encoding.UTF8.GetString(text, 0, idSize), Encoding.UTF8.GetString(text, idSize, nameSize)));
             if (_snapshotRewrite is not null)
@@ -115,6 +115,8 @@ internal sealed partial class CheckRun
                 _snapshotRewrite.Add(entry);
             }
         }
+        foreach (var (index, at) in incomplete)
+            Report(CheckFindingKind.SnapshotTable, at, $"snapshot table entry {index} is incomplete", repaired: FixErrors);
         tableSize = pos - (long)offset;
         if (!_snapshotTableNeedsRewrite) _snapshotRewrite = null;
         return list;

@@ -103,6 +103,9 @@ internal sealed partial class CheckRun
     private static string Hex(ulong v) => "0x" + v.ToString("x", CultureInfo.InvariantCulture);
     private static string Hex(long v) => "0x" + v.ToString("x", CultureInfo.InvariantCulture);
 
+    /// <summary>Hex without "0x": how qemu-img prints whole L1/L2 entries.</summary>
+    private static string BareHex(ulong v) => v.ToString("x", CultureInfo.InvariantCulture);
+
     /// <summary>
     /// How many times the structure being examined is referenced: identical L2 tables (or snapshot L1
     /// tables) are examined once and their effect counted this many times, as QEMU would by examining
@@ -124,6 +127,18 @@ internal sealed partial class CheckRun
     {
         _res.CheckErrors++;
         Report(kind, offset, message);
+        return new CheckFailedException(errnoText);
+    }
+
+    /// <summary>
+    /// The check cannot go on because a structure cannot be read at all (qemu-img reports the reason
+    /// and then "Check failed: " with the errno text): no finding, the reason goes to
+    /// <see cref="CheckResult.FailureDetail"/>.
+    /// </summary>
+    private CheckFailedException FailOpen(string errnoText, string detail)
+    {
+        _res.CheckErrors++;
+        _res.FailureDetail = detail;
         return new CheckFailedException(errnoText);
     }
 
@@ -322,6 +337,6 @@ internal sealed partial class CheckRun
         BinaryPrimitives.WriteUInt64BigEndian(field, _img.IncompatibleFeatures & ~clear);
         _storage.Write(CheckImage.IncompatibleFeaturesOffset, field);
         _storage.Flush();
-        Report(CheckFindingKind.Information, CheckImage.IncompatibleFeaturesOffset, "cleared the dirty/corrupt header bits", repaired: true);
+        // Not a finding: qemu-img clears the bits silently too.
     }
 }

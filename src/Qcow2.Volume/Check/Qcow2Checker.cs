@@ -54,8 +54,9 @@ public static class Qcow2Checker
         second.LeaksFixed = first.LeaksFixed;
         second.RefcountStructureRebuilt = first.RefcountStructureRebuilt;
         var findings = new List<CheckFinding>(first.FindingList.Count + second.FindingList.Count);
-        foreach (var f in first.FindingList)
-            if (f.Repaired || f.Kind == CheckFindingKind.Information) findings.Add(f);
+        // qemu-img prints everything the repairing pass found (what it found, then what it repaired),
+        // then what the double check finds.
+        findings.AddRange(first.FindingList);
         findings.AddRange(second.FindingList);
         if (findings.Count > options.MaxFindings)
         {

@@ -113,7 +113,7 @@ public sealed class Qcow2CheckerHostileTests
     [InlineData(56, 0x7fff_ffffUL, 4)]   // refcount_table_clusters
     [InlineData(40, 0x1234UL, 8)]        // unaligned L1 table offset
     [InlineData(0, 0UL, 4)]              // magic
-    public void Check_AbsurdHeaderField_ThrowsCorruptImage(int offset, ulong value, int width)
+    public void Check_AbsurdHeaderField_ThrowsTypedImageError(int offset, ulong value, int width)
     {
         using var dir = new TempDir();
         string path = CheckHarness.MakeImage(dir, "h.qcow2", "cluster_size=65536", snapshot: false);
@@ -121,7 +121,9 @@ public sealed class Qcow2CheckerHostileTests
         {
             if (width == 4) p.WriteU32(offset, (uint)value); else p.WriteU64(offset, value);
         }
-        Assert.Throws<Qcow2CorruptImageException>(() => CheckHarness.OurCheck(path));
+        // Beyond QEMU's limits (l1_size, refcount_table_clusters) the validator calls it unsupported.
+        var e = Record.Exception(() => CheckHarness.OurCheck(path));
+        Assert.True(e is Qcow2CorruptImageException or Qcow2UnsupportedImageException, e?.ToString() ?? "no exception");
         Assert.NotEqual(0, QemuTools.Run(QemuTools.QemuImg, "check", path).ExitCode);
     }
 
