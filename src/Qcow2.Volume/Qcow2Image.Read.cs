@@ -205,8 +205,9 @@ public sealed partial class Qcow2Image
             for (int pieces = 1; pos < end && pieces < MaxPiecesPerExtent; pieces++)
             {
                 var next = MapPiece(pos, end);
-                if (next.Kind != ext.Kind) break;
-                if ((ext.Kind is ExtentKind.Data or ExtentKind.ZeroAllocated) && next.HostOffset != ext.HostOffset + ext.Length) break;
+                if (next.Kind != ext.Kind || next.UnallocatedWithHost != ext.UnallocatedWithHost) break;
+                bool hostMatters = ext.Kind is ExtentKind.Data or ExtentKind.ZeroAllocated || ext.UnallocatedWithHost;
+                if (hostMatters && next.HostOffset != ext.HostOffset + ext.Length) break;
                 ext.Length += next.Length;
                 pos += next.Length;
             }
@@ -267,7 +268,10 @@ public sealed partial class Qcow2Image
         {
             1 => new MappedExtent { Kind = ExtentKind.Data, Length = len, HostOffset = (long)host + inCluster },
             2 => new MappedExtent { Kind = host != 0 ? ExtentKind.ZeroAllocated : ExtentKind.ZeroPlain, Length = len, HostOffset = host != 0 ? (long)host + inCluster : 0 },
-            _ => new MappedExtent { Kind = ExtentKind.Unallocated, Length = len },
+            // QEMU reports the host offset of an unallocated subcluster of an allocated cluster.
+            _ => host != 0
+                ? new MappedExtent { Kind = ExtentKind.Unallocated, Length = len, HostOffset = (long)host + inCluster, UnallocatedWithHost = true }
+                : new MappedExtent { Kind = ExtentKind.Unallocated, Length = len },
         };
     }
 
@@ -316,7 +320,11 @@ public sealed partial class Qcow2Image
         }
         var backing = _backing;
         if (backing is null || offset >= backing.Size)
-            return new BlockStatus(offset, ext.Length, BlockStatusFlags.None, ChainLength, -1, null);
+        {
+            return ext.UnallocatedWithHost
+                ? new BlockStatus(offset, ext.Length, BlockStatusFlags.None, ChainLength, ext.HostOffset, dataFileName)
+                : new BlockStatus(offset, ext.Length, BlockStatusFlags.None, ChainLength, -1, null);
+        }
         var inner = backing.GetBlockStatus(offset, Math.Min(ext.Length, backing.Size - offset));
         return inner with { Depth = inner.Flags == BlockStatusFlags.None ? ChainLength : inner.Depth + 1 };
     }

@@ -25,8 +25,11 @@ internal struct MappedExtent
     public ExtentKind Kind;
     public long Length;
 
-    /// <summary>Host offset of the first byte (data and preallocated zero extents), else 0.</summary>
+    /// <summary>Host offset of the first byte (data and preallocated zero extents, and unallocated subclusters of an allocated cluster), else 0.</summary>
     public long HostOffset;
+
+    /// <summary>Whether <see cref="HostOffset"/> is meaningful for an unallocated extent (a subcluster of an allocated cluster).</summary>
+    public bool UnallocatedWithHost;
 
     /// <summary>The raw L2 entry of a compressed cluster.</summary>
     public ulong Descriptor;

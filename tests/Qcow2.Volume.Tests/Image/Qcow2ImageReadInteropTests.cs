@@ -189,5 +189,30 @@ public sealed class Qcow2ImageReadInteropTests
         Assert.All(buf, b => Assert.Equal(0x31, b));
     }
 
+    [Fact]
+    public void GetBlockStatus_ExtendedL2PartlyAllocatedCluster_ReportsSubclustersLikeQemuMap()
+    {
+        using var dir = new TempDir();
+        string image = dir.File("e.qcow2");
+        QemuTools.Img("create", "-f", "qcow2", "-o", "extended_l2=on,cluster_size=65536", image, "1M");
+        // Subclusters of 2 KiB: the first two allocated, the rest of the cluster not.
+        QemuTools.Io(image, "qcow2", "write -P 1 0 4096", "write -z 8192 2048");
+        using var img = Qcow2Image.Open(image, TrustedReadOnly);
+        var data = img.GetBlockStatus(0, 1 << 20);
+        Assert.Equal((0L, 4096L, BlockStatusFlags.Data | BlockStatusFlags.Allocated), (data.Offset, data.Length, data.Flags));
+        var hole = img.GetBlockStatus(4096, 1 << 20);
+        Assert.Equal((4096L, 4096L, BlockStatusFlags.None), (hole.Offset, hole.Length, hole.Flags));
+        // As qemu-img map: an unallocated subcluster of an allocated cluster keeps its host offset.
+        Assert.Equal(data.HostOffset + 4096, hole.HostOffset);
+        var zero = img.GetBlockStatus(8192, 1 << 20);
+        Assert.Equal((8192L, 2048L), (zero.Offset, zero.Length));
+        Assert.True((zero.Flags & BlockStatusFlags.Zero) != 0);
+        var rest = img.GetBlockStatus(10240, 1 << 20);
+        Assert.Equal(65536L - 10240, rest.Length);
+        Assert.Equal(data.HostOffset + 10240, rest.HostOffset);
+        var untouched = img.GetBlockStatus(65536, 1 << 20);
+        Assert.Equal(((1L << 20) - 65536, -1L), (untouched.Length, untouched.HostOffset));
+    }
+
     internal static int IndexOf(byte[] haystack, byte[] needle) => haystack.AsSpan().IndexOf(needle);
 }
