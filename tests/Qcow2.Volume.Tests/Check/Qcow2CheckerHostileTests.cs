@@ -202,4 +202,31 @@ public sealed class Qcow2CheckerHostileTests
     {
         public void Report(double value) => report(value);
     }
+
+    [Theory]
+    [InlineData(0xffffu, 0)]          // entries over the L1 table: extra data sizes far beyond the limit
+    [InlineData(70000u, 0)]           // more snapshots than QEMU allows
+    [InlineData(1u, 8)]               // unaligned table
+    public void Check_UnreadableSnapshotTable_FailsWithQemusReasonNotJustErrno(uint count, int misalign)
+    {
+        using var dir = new TempDir();
+        string path = CheckHarness.MakeImage(dir, "s.qcow2", "cluster_size=65536", snapshot: false);
+        using (var p = new ImagePatcher(path))
+        {
+            p.WriteU32(60, count);
+            p.WriteU64(64, (ulong)(p.L1Offset + misalign));
+        }
+        var qemu = QemuTools.Run(QemuTools.QemuImg, "check", "-f", "qcow2", path);
+        var ours = CheckHarness.OurCheck(path);
+
+        Assert.Equal(1, qemu.ExitCode);
+        Assert.Equal(1, ours.ExitCode);
+        Assert.NotNull(ours.FailureDetail);
+        // qemu-img: the reason (as an error), any hint, then "Check failed: <errno text>"; nothing else.
+        var lines = ours.FailureDetail!.Split('\n');
+        string expected = "qemu-img: " + lines[0] + "\n" + string.Concat(lines.Skip(1).Select(l => l + "\n"))
+            + "qemu-img: Check failed: " + ours.FailureMessage + "\n";
+        Assert.Equal(expected, qemu.StdErr);
+        Assert.Empty(ours.Findings);
+    }
 }
