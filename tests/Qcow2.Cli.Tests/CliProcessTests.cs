@@ -176,6 +176,8 @@ public sealed class CliInteropTests : IClassFixture<CliInteropTests.Fixture>
     [Theory]
     [InlineData("-c")]
     [InlineData("-S", "0")]
+    [InlineData("-t", "writeback")]
+    [InlineData("-t", "unsafe", "-c")]
     public void Convert_ToQcow2_QemuSaysIdenticalAndClean(params string[] flags)
     {
         string target = "conv" + string.Join("", flags).Replace("-", "_") + ".qcow2";

@@ -54,6 +54,31 @@ public sealed class FileStorageTests : IDisposable
     }
 
     [Fact]
+    public async Task Flush_WithoutFlushToDisk_SucceedsAndBytesAreInTheFile()
+    {
+        var created = _dir.File("u1.bin");
+        var opened = _dir.File("u2.bin");
+        File.WriteAllBytes(opened, new byte[8]);
+        var data = StorageContractTests.Pattern(3000, 7);
+        using (var a = FileStorage.Create(created, overwrite: true, flushToDisk: false))
+        using (var b = FileStorage.Open(opened, writable: true, flushToDisk: false))
+        {
+            foreach (var s in new[] { a, b })
+            {
+                s.Write(8, data);
+                s.Flush();
+                await s.FlushAsync();
+            }
+        }
+        foreach (var path in new[] { created, opened })
+        {
+            var onDisk = File.ReadAllBytes(path);
+            Assert.Equal(3008, onDisk.Length);
+            Assert.Equal(data, onDisk.AsSpan(8).ToArray());
+        }
+    }
+
+    [Fact]
     public void Length_AfterOtherProcessGrowsFile_RefreshLengthSeesIt()
     {
         var path = _dir.File("g.bin");
