@@ -92,6 +92,13 @@ public sealed class CheckResult
     /// </summary>
     public string? FailureDetail { get; internal set; }
 
+    /// <summary>
+    /// Refcounts of clusters past the end of the file that a leak repair set to zero. qemu-img check
+    /// ignores these (neither reports nor repairs them), so they are not part of
+    /// <see cref="LeaksFixed"/> and the report stays the same as qemu-img's.
+    /// </summary>
+    public long RefcountsPastEndCleared { get; internal set; }
+
     /// <summary>Whether the repair rebuilt the refcount table and blocks.</summary>
     public bool RefcountStructureRebuilt { get; internal set; }
 

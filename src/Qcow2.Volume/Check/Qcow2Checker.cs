@@ -53,6 +53,7 @@ public static class Qcow2Checker
         second.CorruptionsFixed = first.CorruptionsFixed;
         second.LeaksFixed = first.LeaksFixed;
         second.RefcountStructureRebuilt = first.RefcountStructureRebuilt;
+        second.RefcountsPastEndCleared = first.RefcountsPastEndCleared;
         var findings = new List<CheckFinding>(first.FindingList.Count + second.FindingList.Count);
         // qemu-img prints everything the repairing pass found (what it found, then what it repaired),
         // then what the double check finds.

@@ -101,3 +101,62 @@ public sealed class Qcow2CheckerPastEndTests
         Assert.True(before.AsSpan(at, clusterSize).IndexOfAnyExcept((byte)0) >= 0, "the damaged cluster held data");
     }
 }
+
+/// <summary>
+/// Refcounts of clusters past the end of the file (a power cut between the refcount update and the
+/// file growing): qemu-img check ignores them, so our report does too, but a leak repair clears them
+/// so that they do not turn into leaks when the file later grows over them.
+/// </summary>
+public sealed class Qcow2CheckerRefcountsPastEndTests
+{
+    [Theory]
+    [InlineData(RepairMode.Leaks)]
+    [InlineData(RepairMode.All)]
+    public void CheckRepair_RefcountPastEndOfFile_ReportEqualsQemuAndLaterGrowthLeaksNothing(RepairMode mode)
+    {
+        using var dir = new TempDir();
+        string image = CheckHarness.MakeImage(dir, "a.qcow2", "cluster_size=65536", snapshot: false, compressed: false);
+        long pastEnd;
+        using (var p = new ImagePatcher(image))
+        {
+            pastEnd = (p.FileLength >> p.ClusterBits) + 8;
+            Assert.True(pastEnd < p.ClusterSize / 2, "the refcount lies in the first refcount block");
+            p.SetRefcount(pastEnd, 1);
+        }
+        string qemuCopy = CheckHarness.Copy(dir, image, "q.qcow2");
+        string ourCopy = CheckHarness.Copy(dir, image, "o.qcow2");
+
+        var qemu = QemuCheckReport.Run(qemuCopy, mode);
+        var ours = CheckHarness.OurCheck(ourCopy, mode);
+        Assert.Equal(qemu.Numbers(), QemuCheckReport.From(ours).Numbers());
+        Assert.Equal(0, ours.ExitCode);
+        Assert.Equal(1, ours.RefcountsPastEndCleared);
+        using (var p = new ImagePatcher(ourCopy)) Assert.Equal(0UL, p.Refcount(pastEnd));
+
+        // Grow both files well past that cluster: qemu-img's repair left the refcount, which is now a leak.
+        foreach (var copy in new[] { qemuCopy, ourCopy })
+            QemuTools.Io(copy, "qcow2", "write -P 7 24M 2M");
+        Assert.Equal(3, QemuCheckReport.Run(qemuCopy).ExitCode);
+        var after = QemuCheckReport.Run(ourCopy);
+        Assert.Equal(0, after.ExitCode);
+        Assert.Equal(0, after.Leaks);
+    }
+
+    [Fact]
+    public void Check_RefcountPastEndOfFileWithoutRepair_LeavesItAndReportsAsQemu()
+    {
+        using var dir = new TempDir();
+        string image = CheckHarness.MakeImage(dir, "a.qcow2", "cluster_size=65536", snapshot: false, compressed: false);
+        long pastEnd;
+        using (var p = new ImagePatcher(image))
+        {
+            pastEnd = (p.FileLength >> p.ClusterBits) + 8;
+            p.SetRefcount(pastEnd, 1);
+        }
+        var qemu = QemuCheckReport.Run(image);
+        var ours = CheckHarness.OurCheck(image);
+        Assert.Equal(qemu.Numbers(), QemuCheckReport.From(ours).Numbers());
+        Assert.Equal(0, ours.RefcountsPastEndCleared);
+        using (var p = new ImagePatcher(image)) Assert.Equal(1UL, p.Refcount(pastEnd));
+    }
+}
