@@ -139,6 +139,16 @@ public sealed class CliInteropTests : IClassFixture<CliInteropTests.Fixture>
         Assert.Equal(qemu.Out, ours.Out);
     }
 
+    [Theory]
+    [MemberData(nameof(Qcow2Files))]
+    public void Map_Human_EqualsQemuImg(string file)
+    {
+        var ours = Cli.Run(P, "map", file);
+        var qemu = Cli.Qemu(P, "map", file);
+        Assert.Equal(qemu.Code, ours.Code);
+        Assert.Equal(qemu.Out, ours.Out);
+    }
+
     [Fact]
     public void Map_RangeAndHuman_EqualQemuImg()
     {

@@ -80,6 +80,8 @@ internal static class MapFormatter
         if (!e.Data) return null;
         if (e.Offset is not { } off)
             throw new Framework.CommandFailedException("File contains external, encrypted or compressed clusters.");
+        // qemu-img lists only extents that hold data; preallocated zero clusters (data and zero) are left out.
+        if (e.Zero) return null;
         return NumberFormat.AltHex(e.Start).PadRight(16) + NumberFormat.AltHex(e.Length).PadRight(16) +
                NumberFormat.AltHex(off).PadRight(16) + (e.Filename ?? "") + "\n";
     }
