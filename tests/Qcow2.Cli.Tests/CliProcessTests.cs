@@ -167,6 +167,7 @@ public sealed class CliInteropTests : IClassFixture<CliInteropTests.Fixture>
     [InlineData("--size", "1G", "-O", "qcow2")]
     [InlineData("--size", "100G", "-O", "qcow2", "-o", "cluster_size=4k,refcount_bits=1")]
     [InlineData("-O", "qcow2", "base.qcow2")]
+    [InlineData("-O", "qcow2", "v2.qcow2")]
     [InlineData("-O", "qcow2", "overlay.qcow2")]
     [InlineData("-O", "qcow2", "-o", "cluster_size=16k,extended_l2=on", "small.qcow2")]
     [InlineData("-O", "qcow2", "-o", "preallocation=full", "small.qcow2")]

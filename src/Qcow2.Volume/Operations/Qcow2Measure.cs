@@ -65,7 +65,8 @@ public static class Qcow2Measure
         long req = fully - virtualSize + required;
 
         long? bitmaps = null;
-        if (options.Version >= 3 && source is Qcow2Image q)
+        // qemu-img reports bitmaps only when both the target and the source (a version 3 qcow2) can hold them.
+        if (options.Version >= 3 && source is Qcow2Image { Info.Version: >= 3 } q)
         {
             long total = 0, directory = 0;
             foreach (var b in q.Bitmaps)
