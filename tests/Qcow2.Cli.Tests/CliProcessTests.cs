@@ -251,6 +251,20 @@ public sealed class CliInteropTests : IClassFixture<CliInteropTests.Fixture>
         Assert.True(ours.Code == 0, ours.Err);
         Assert.Equal(0, Cli.Qemu(P, "compare", "base.qcow2", "fromsnap.qcow2").Code);
         Assert.Equal(1, Cli.Qemu(P, "compare", "snapsrc.qcow2", "fromsnap.qcow2").Code);
+
+        // A snapshot that does not exist: qemu-img's message and exit code, for convert and measure.
+        foreach (var args in new[]
+        {
+            new[] { "convert", "-l", "snapshot.name=nosuch", "-O", "qcow2", "snapsrc.qcow2", "nosnap.qcow2" },
+            new[] { "measure", "-l", "snapshot.name=nosuch", "-O", "qcow2", "snapsrc.qcow2" },
+        })
+        {
+            var mine = Cli.Run(P, args);
+            var qemu = Cli.Qemu(P, args);
+            Assert.Equal(qemu.Code, mine.Code);
+            Assert.Equal("qcow2: Failed to load snapshot: Can't find snapshot\n", mine.Err);
+            Assert.Equal(qemu.Err.Replace("qemu-img: ", "qcow2: ", StringComparison.Ordinal), mine.Err);
+        }
     }
 
     [Fact]

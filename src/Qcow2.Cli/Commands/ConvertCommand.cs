@@ -68,9 +68,7 @@ internal sealed class ConvertCommand : Command
         string? snapshot = null;
         if (args.Get("snapshot") is { } snap)
         {
-            snapshot = snap.StartsWith("snapshot.name=", StringComparison.Ordinal) ? snap["snapshot.name=".Length..]
-                     : snap.StartsWith("snapshot.id=", StringComparison.Ordinal) ? snap["snapshot.id=".Length..]
-                     : snap;
+            snapshot = snap;
             if (sources.Count != 1) throw new UsageException("No support for concatenating multiple snapshot");
         }
 
@@ -96,8 +94,7 @@ internal sealed class ConvertCommand : Command
             var inputs = new List<IDiskImage>(opened);
             if (snapshot is not null)
             {
-                if (inputs[0] is not Qcow2Image q) throw new CommandFailedException("Failed to load snapshot: the source has no snapshots");
-                inputs[0] = q.OpenSnapshot(snapshot);
+                inputs[0] = SnapshotLoader.Open(inputs[0], snapshot);
                 opened.Add(inputs[0]);
             }
             long total = 0;

@@ -56,9 +56,7 @@ internal sealed class MeasureCommand : Command
                 source = ImageOpener.Open(args.Positionals[0], args.Get("format"), readOnly: true);
                 if (args.Get("snapshot") is { } snap)
                 {
-                    string name = snap.StartsWith("snapshot.name=", StringComparison.Ordinal) ? snap["snapshot.name=".Length..] : snap;
-                    if (source is not Qcow2Image q) throw new CommandFailedException("Failed to load snapshot: the image has no snapshots");
-                    snapshotView = q.OpenSnapshot(name);
+                    snapshotView = SnapshotLoader.Open(source, snap);
                 }
                 size = (snapshotView ?? source).Size;
             }
