@@ -25,7 +25,21 @@ public sealed partial class Qcow2Image
     /// <summary>Adds <paramref name="delta"/> to a cluster's refcount, creating its refcount block when needed.</summary>
     private void AddToRefcount(long clusterIndex, long delta)
     {
-        long block = EnsureRefcountBlock(clusterIndex);
+        long block;
+        if (delta < 0)
+        {
+            // A cluster being freed must already have a refcount: no block means it is 0, and an
+            // entry pointing there (a damaged L2 entry) must not make the table grow to reach it.
+            long t = _rc.TableIndex(clusterIndex);
+            block = t < _refTable.Length ? (long)(_refTable[t] & RefcountTableEntry.OffsetMask) : 0;
+            if (block == 0)
+                MarkCorruptAndThrow("refcount", clusterIndex << _clusterBits, 0,
+                    $"Cluster {clusterIndex} is being freed but has no refcount.");
+        }
+        else
+        {
+            block = EnsureRefcountBlock(clusterIndex);
+        }
         int slot = _refCache.Get(block, _file);
         var rb = new RefcountBlock(_refCache.Entry(slot), RefcountOrder);
         var status = rb.TryAdd(_rc.BlockIndex(clusterIndex), delta, out ulong value);
@@ -89,7 +103,9 @@ public sealed partial class Qcow2Image
     private void GrowRefcountTable(long minEntries)
     {
         int perCluster = _clusterSize / 8;
-        long wantEntries = Math.Max(minEntries, (long)_refTable.Length * 3 / 2 + perCluster);
+        if (minEntries > Qcow2Limits.MaxRefcountTableEntries)
+            throw new Qcow2UnsupportedImageException("refcount_table", "The refcount table would exceed QEMU's 8 MiB limit.");
+        long wantEntries = Math.Min(Math.Max(minEntries, (long)_refTable.Length * 3 / 2 + perCluster), Qcow2Limits.MaxRefcountTableEntries);
         long end = Math.Max(HostEndCluster(), 1);
         long tableClusters;
         long blocks;
@@ -249,7 +265,19 @@ public sealed partial class Qcow2Image
     private void QueueFree(long hostOffset, int clusters)
     {
         if (_dataFile is not null) return;
-        _pendingFrees.Add((hostOffset >> _clusterBits, clusters));
+        QueueFreeClusters(hostOffset >> _clusterBits, clusters);
+    }
+
+    /// <summary>Queues clusters for freeing after checking that they are in use (a damaged entry is caught here, not at the next flush).</summary>
+    private void QueueFreeClusters(long firstCluster, int count)
+    {
+        for (long c = firstCluster; c < firstCluster + count; c++)
+        {
+            if (GetRefcount(c) == 0)
+                MarkCorruptAndThrow("L2 entry", c << _clusterBits, 0,
+                    $"An entry refers to host cluster {c}, which has refcount 0 (or lies outside the refcounted area).");
+        }
+        _pendingFrees.Add((firstCluster, count));
     }
 
     /// <summary>Queues the host clusters held by an L2 entry being replaced (caller holds the lock).</summary>
@@ -260,7 +288,7 @@ public sealed partial class Qcow2Image
             var d = CompressedDescriptor.Decode(raw, _clusterBits);
             long first = d.HostOffset >> _clusterBits;
             long last = (d.HostOffset + d.HostLength - 1) >> _clusterBits;
-            _pendingFrees.Add((first, (int)(last - first + 1)));
+            QueueFreeClusters(first, (int)(last - first + 1));
             return;
         }
         long host = (long)(raw & Mapping.L2Bits.OffsetMask);

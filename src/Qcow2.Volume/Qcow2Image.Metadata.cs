@@ -137,6 +137,10 @@ public sealed partial class Qcow2Image
         if (_dataFile is not null) return;
         long first = hostOffset >> _clusterBits;
         long last = (hostOffset + length - 1) >> _clusterBits;
+        // A cluster past what the refcount table covers has refcount 0: no entry may point there.
+        if (last >= (long)_refTable.Length * _rc.EntriesPerBlock)
+            MarkCorruptAndThrow("data write", hostOffset, (ulong)hostOffset,
+                $"A data write to host offset 0x{hostOffset:x} lies past the refcounted area of the image.");
         for (long c = first; c <= last; c++)
         {
             if (_metadataClusters.Contains(c))
