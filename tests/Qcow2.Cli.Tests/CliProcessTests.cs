@@ -470,6 +470,25 @@ public sealed class CliBehaviourTests
     }
 
     [Fact]
+    public void Create_UnsafeWithMissingBacking_SucceedsAsQemuImg()
+    {
+        using var dir = new TempDir();
+        var ours = Cli.Run(dir.Path, "create", "-f", "qcow2", "-u", "-b", "missing.qcow2", "-F", "qcow2", "ours.qcow2", "1G");
+        var qemu = Cli.Qemu(dir.Path, "create", "-f", "qcow2", "-u", "-b", "missing.qcow2", "-F", "qcow2", "qemu.qcow2", "1G");
+        Assert.Equal(qemu.Code, ours.Code);
+        Assert.Equal(0, ours.Code);
+        Assert.Equal(qemu.Out.Replace("qemu.qcow2", "ours.qcow2", StringComparison.Ordinal), ours.Out);
+        // The same header bytes as qemu-img's (the first cluster holds header, extensions and backing name).
+        var a = File.ReadAllBytes(System.IO.Path.Combine(dir.Path, "ours.qcow2")).AsSpan(0, 65536).ToArray();
+        var b = File.ReadAllBytes(System.IO.Path.Combine(dir.Path, "qemu.qcow2")).AsSpan(0, 65536).ToArray();
+        Assert.Equal(b, a);
+        // Without -u, the missing backing file is an error, and no image is left behind.
+        var failed = Cli.Run(dir.Path, "create", "-f", "qcow2", "-b", "missing.qcow2", "-F", "qcow2", "bad.qcow2", "1G");
+        Assert.Equal(1, failed.Code);
+        Assert.False(File.Exists(System.IO.Path.Combine(dir.Path, "bad.qcow2")));
+    }
+
+    [Fact]
     public void CreateThenIo_WritesReadableByQemuIo()
     {
         using var dir = new TempDir();

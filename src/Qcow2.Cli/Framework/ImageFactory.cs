@@ -48,8 +48,9 @@ internal static class ImageFactory
     {
         if (s.Format == "qcow2")
         {
-            using var image = Qcow2Image.Create(path, ToQcow2Options(s, size));
-            if (flushToDisk) image.Flush();
+            // Written whole (and synced) by the creator and not opened, so a backing file named
+            // with create -u need not exist.
+            Qcow2Creator.Create(path, ToQcow2Options(s, size));
             return;
         }
         var mode = s.Preallocation switch
