@@ -34,11 +34,14 @@ public sealed class CheckOutputTests
         { "unaligned L2 table", At.L1, 0, "8000000000040100", None + "," + Leaks + "," + All },
         { "L2 table past the end", At.L1, 0, "8000ff0000030000", None + "," + Leaks },
         // Refcounts
-        { "data cluster refcount zero", At.RefcountBlock, 2 * 4, "0000", None + "," + Leaks + "," + All },
+        { "data cluster refcount zero", At.RefcountBlock, 2 * 5, "0000", None + "," + Leaks + "," + All },
+        { "L2 table refcount zero", At.RefcountBlock, 2 * 4, "0000", None + "," + Leaks + "," + All },
         { "data cluster refcount two", At.RefcountBlock, 2 * 5, "0002", None + "," + Leaks + "," + All },
         { "refcount past the end of the file", At.RefcountBlock, 2 * 48, "0001", None + "," + Leaks + "," + All },
         { "unaligned refcount block", At.RefcountTable, 0, "0000000000020010", None + "," + Leaks },
         { "refcount block past the end", At.RefcountTable, 8, "000000ff00020000", None + "," + Leaks },
+        { "refcount table of zero clusters", At.Header, 56, "00000000", None + "," + Leaks + "," + All },
+        { "refcount table past the end", At.Header, 48, "0000001000010000", None + "," + Leaks + "," + All },
         // Snapshot table (header fields nb_snapshots, snapshots_offset)
         { "snapshot count over the limit", At.Header, 60, "000100010000000000030000", None + "," + Leaks },
         { "snapshot entries over the L1 table", At.Header, 60, "0000ffff0000000000030000", None + "," + Leaks },

@@ -7,9 +7,10 @@ internal sealed partial class CheckRun
 {
     /// <summary>
     /// Replaces the refcount table and every refcount block with ones built from the counted
-    /// references. The new structure goes after the end of the file, is written and flushed, and
-    /// only then does the header switch to it (one write of the table offset and size): a crash
-    /// before the switch leaves the old structure in charge and the new clusters as mere leaks.
+    /// references. The new structure goes to clusters nothing uses (see <see cref="WriteRefcountStructure"/>),
+    /// is written and flushed, and only then does the header switch to it (one write of the table
+    /// offset and size): a crash before the switch leaves the old structure in charge and the new
+    /// clusters as mere leaks.
     /// </summary>
     private void RebuildRefcountStructure(List<Mismatch> mismatches)
     {
@@ -39,77 +40,125 @@ internal sealed partial class CheckRun
     /// to them. Returns how many past-the-end corruptions this resolved (their regions are now inside
     /// the file and counted).
     /// </summary>
+    /// <remarks>
+    /// Placement is QEMU's (so the repaired image has qemu-img's layout and end offset): each refcount
+    /// block goes to the first free cluster at or after the clusters it describes, the table to the
+    /// first free run after that, searching from the start of the file; what does not fit is appended.
+    /// Free clusters are ones no valid reference uses, and the old table and blocks stay counted while the
+    /// new ones are placed, so nothing in use is overwritten before the header switches: a crash
+    /// before the switch leaves the old structure in charge and the new clusters as mere leaks.
+    /// </remarks>
     private long WriteRefcountStructure()
     {
-        // The old table and blocks are replaced: stop counting them.
-        foreach (var (start, count) in _structureIncrements)
-            for (long k = start; k < start + count; k++)
-            {
-                ulong r = _refs.Get(k);
-                if (r == 0) continue;
-                _refs.Set(k, r - 1);
-                if (_freedStructure.TryGetValue(k, out var seen)) _freedStructure[k] = (seen.Before, r - 1);
-                else if (_freedStructure.Count < _maxFindings) _freedStructure[k] = (r, r - 1);
-                else _freedStructureOmitted++;
-            }
-
         int perBlockBits = _refs.EntriesPerBlockBits;
         long perBlock = 1L << perBlockBits;
-        long newStart = FirstUnreferencedCluster();
+        // Appended clusters go after the end of the file and after every region the metadata refers
+        // to, even past the end of the file (a table lost to truncation must not come back to life
+        // reading our new clusters).
+        long appendStart = FirstUnreferencedCluster();
 
         // Regions referenced past the end of the file that the new end of the file will cover.
         long absorbed = 0;
-        if (_pastEndRegions.Count > 0 && _refs.TryEnsure(newStart))
+        long nb = _nbClusters;
+        if (_pastEndRegions.Count > 0 && _refs.TryEnsure(appendStart))
         {
             foreach (var (offset, length, weight, persistent) in _pastEndRegions)
             {
-                if (offset + (ulong)length > (ulong)newStart << ClusterBits) continue;
+                if (offset + (ulong)length > (ulong)appendStart << ClusterBits) continue;
                 long first = (long)(offset >> ClusterBits), last = (long)((offset + (ulong)length - 1) >> ClusterBits);
                 for (long k = first; k <= last; k++)
                 {
                     ulong r = _refs.Get(k);
                     _refs.Set(k, (ulong)weight > _refs.MaxValue - r ? _refs.MaxValue : r + (ulong)weight);
                 }
+                nb = Math.Max(nb, last + 1);
                 absorbed += weight;
                 if (persistent) _persistentCorruptions -= weight;
             }
             _pastEndRegions.Clear();
         }
-        var usedBlocks = new SortedSet<long>();
-        long oldBlocks = (_nbClusters + perBlock - 1) >> perBlockBits;
-        for (long b = 0; b < oldBlocks; b++)
-            if (_refs.Block(b).IndexOfAnyExcept((byte)0) >= 0) usedBlocks.Add(b);
 
-        // Find how many clusters the new structure needs, counting the blocks that describe itself.
-        long size = 0, blockCount = 0, tableClusters = 0;
-        SortedSet<long> blocks;
+        var table = new List<long>();   // block index -> new block cluster (0: none)
+        var placed = new List<long>();  // clusters of the new structure
+
+        long Allocate(long count, ref long firstFree)
+        {
+            long c = firstFree, contiguous = 0;
+            bool firstGap = true;
+            for (; c < nb && contiguous < count; c++)
+            {
+                if (_refs.Get(c) == 0)
+                {
+                    contiguous++;
+                    if (firstGap) { firstFree = c; firstGap = false; }
+                }
+                else contiguous = 0;
+            }
+            if (contiguous < count)
+            {
+                if (c < appendStart) { c = appendStart; contiguous = 0; }
+                long newNb = c + count - contiguous;
+                if (!_refs.TryEnsure(newNb))
+                    throw Fail("File too large", CheckFindingKind.RefcountStructure, -1, "the rebuilt refcount structure does not fit the memory limit");
+                nb = newNb;
+            }
+            c -= contiguous;
+            for (long i = 0; i < count; i++) _refs.Set(c + i, 1);
+            return c;
+        }
+
+        // Gives every block with a used cluster in [first, end) a place; true when the table grew.
+        bool PlaceBlocks(long first, long end)
+        {
+            long firstFree = 0;
+            bool grown = false;
+            for (long cluster = first; cluster < end && cluster < nb; cluster++)
+            {
+                if (_refs.Get(cluster) == 0) continue;
+                long b = cluster >> perBlockBits, blockStart = b << perBlockBits;
+                if (b >= table.Count || table[(int)b] == 0)
+                {
+                    if (firstFree < blockStart) firstFree = blockStart;
+                    long at = Allocate(1, ref firstFree);
+                    placed.Add(at);
+                    if (at >= end) end = at + 1;
+                    if (b >= table.Count)
+                    {
+                        long entries = (((b + 1) * 8 + ClusterSize - 1) >> ClusterBits) << (ClusterBits - 3);
+                        if (entries * 8 > CheckImage.MaxRefcountTableBytes)
+                            throw Fail("File too large", CheckFindingKind.RefcountStructure, -1, "the rebuilt refcount table would be too large");
+                        while (table.Count < entries) table.Add(0);
+                        grown = true;
+                    }
+                    table[(int)b] = at;
+                }
+                cluster = blockStart + perBlock - 1;
+            }
+            return grown;
+        }
+
+        PlaceBlocks(0, nb);
+        if (table.Count == 0) table.AddRange(new long[ClusterSize / 8]);
+        long tableStart, tableClusters;
         while (true)
         {
-            blocks = new SortedSet<long>(usedBlocks);
-            if (size > 0)
-                for (long b = newStart >> perBlockBits; b <= (newStart + size - 1) >> perBlockBits; b++) blocks.Add(b);
-            blockCount = blocks.Count;
-            long tableEntries = blocks.Count == 0 ? 1 : blocks.Max + 1;
-            tableClusters = (tableEntries * 8 + ClusterSize - 1) >> ClusterBits;
-            long needed = blockCount + tableClusters;
-            if (needed == size) break;
-            size = needed;
+            tableClusters = ((long)table.Count * 8 + ClusterSize - 1) >> ClusterBits;
+            long firstFree = 0;
+            tableStart = Allocate(tableClusters, ref firstFree);
+            if (!PlaceBlocks(tableStart, tableStart + tableClusters)) break;
+            for (long k = tableStart; k < tableStart + tableClusters; k++) _refs.Set(k, 0);
         }
-        if (tableClusters << ClusterBits > CheckImage.MaxRefcountTableBytes || !_refs.TryEnsure(newStart + size))
-            throw Fail("File too large", CheckFindingKind.RefcountStructure, -1, "the rebuilt refcount table would be too large");
-        for (long k = newStart; k < newStart + size; k++) _refs.Set(k, 1);
 
-        // Refcount blocks first, in block order, then the table after them.
-        var table = new byte[tableClusters << ClusterBits];
-        long next = newStart;
-        foreach (long b in blocks)
+        // Blocks first (the old table and blocks still counted in them), then the table.
+        var tableBytes = new byte[tableClusters << ClusterBits];
+        for (int b = 0; b < table.Count; b++)
         {
-            long offset = next++ << ClusterBits;
-            _storage.Write(offset, _refs.Block(b));
-            BinaryPrimitives.WriteUInt64BigEndian(table.AsSpan((int)(b * 8)), (ulong)offset);
+            if (table[b] == 0) continue;
+            _storage.Write(table[b] << ClusterBits, _refs.Block(b));
+            BinaryPrimitives.WriteUInt64BigEndian(tableBytes.AsSpan(b * 8), (ulong)table[b] << ClusterBits);
         }
-        long tableOffset = next << ClusterBits;
-        _storage.Write(tableOffset, table);
+        long tableOffset = tableStart << ClusterBits;
+        _storage.Write(tableOffset, tableBytes);
         _storage.Flush();
 
         Span<byte> pointer = stackalloc byte[12];
@@ -118,14 +167,33 @@ internal sealed partial class CheckRun
         _storage.Write(CheckImage.RefcountTableHeaderOffset, pointer);
         _storage.Flush();
 
+        // Only now that the new structure is in charge are the old table and blocks freed in it
+        // (as qemu-img frees them after its rebuild): a power cut before this leaves them leaked.
+        var touched = new SortedSet<long>();
+        foreach (var (start, count) in _structureIncrements)
+            for (long k = start; k < start + count; k++)
+            {
+                ulong r = _refs.Get(k);
+                if (r == 0) continue;
+                _refs.Set(k, r - 1);
+                touched.Add(k >> perBlockBits);
+                if (_freedStructure.TryGetValue(k, out var seen)) _freedStructure[k] = (seen.Before, r - 1);
+                else if (_freedStructure.Count < _maxFindings) _freedStructure[k] = (r, r - 1);
+                else _freedStructureOmitted++;
+            }
+        foreach (long b in touched)
+            if (b < table.Count && table[(int)b] != 0) _storage.Write(table[(int)b] << ClusterBits, _refs.Block(b));
+        if (touched.Count > 0) _storage.Flush();
+
         _refcountTableOffset = tableOffset;
-        _refcountTable = new ulong[table.Length / 8];
-        for (int i = 0; i < _refcountTable.Length; i++) _refcountTable[i] = BinaryPrimitives.ReadUInt64BigEndian(table.AsSpan(i * 8));
-        _nbClusters = newStart + size;
+        _refcountTable = new ulong[tableBytes.Length / 8];
+        for (int i = 0; i < _refcountTable.Length; i++) _refcountTable[i] = BinaryPrimitives.ReadUInt64BigEndian(tableBytes.AsSpan(i * 8));
+        _nbClusters = Math.Max(nb, (_storage.Length + ClusterSize - 1) >> ClusterBits);
         _fileLength = _storage.Length;
         _res.RefcountStructureRebuilt = true;
         _structureIncrements.Clear();
-        _structureIncrements.Add((newStart, size));
+        foreach (long k in placed) _structureIncrements.Add((k, 1));
+        _structureIncrements.Add((tableStart, tableClusters));
         _lastStoredBlock = -1;
         return absorbed;
     }
