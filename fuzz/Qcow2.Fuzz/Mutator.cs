@@ -102,6 +102,7 @@ public sealed class Mutator
     {
         if (offset <= 0 || (offset & 7) != 0 || offset >= fileLength || count <= 0) return;
         long fit = (fileLength - offset) / 8;
+        if (fit <= 0) return; // not even one whole entry inside the file
         tables.Add((name, offset, Math.Min(count, fit)));
     }
 

@@ -45,6 +45,20 @@ public class FuzzCampaignTests
     }
 
     [Fact]
+    public void Mutator_ManySeeds_NeverThrows()
+    {
+        // The mutator itself must cope with images it has already truncated or garbled.
+        var seeds = SeedImages.Build([]);
+        for (int seed = 0; seed < 2000; seed++)
+        {
+            var random = new Random(seed);
+            var log = new List<string>();
+            var image = seeds[random.Next(seeds.Count)].Bytes;
+            for (int round = 0; round < 3; round++) image = new Mutator(random).Mutate(image, log);
+        }
+    }
+
+    [Fact]
     public void SeedImages_AreValidAndCheckClean()
     {
         foreach (var seed in SeedImages.Build([]))
