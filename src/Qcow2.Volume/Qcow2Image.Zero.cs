@@ -20,7 +20,7 @@ public sealed partial class Qcow2Image
         if (length == 0) return;
         int granule = _geo.ExtendedL2 ? _geo.SubclusterSize : _clusterSize;
         bool metadataZero = _version >= 3 && !(_dataFile is not null && _dataFileRaw);
-        if (!metadataZero && (_version >= 3 || _backing is not null))
+        if (!metadataZero && (_version >= 3 || _backing is not null || _backingName is not null))
         {
             // v2 with a backing file, or a raw data file that must stay a consistent raw image.
             WriteExplicitZeroes(offset, length);
@@ -139,7 +139,7 @@ public sealed partial class Qcow2Image
     private void ApplyClusterOp(long gc, int from, int to, ClusterOp op)
     {
         ReadEntryForWrite(gc, out ulong raw, out ulong bitmap);
-        bool hasBacking = _backing is not null;
+        bool hasBacking = _backing is not null || _backingName is not null;
         bool whole = from == 0 && to >= _clusterSize;
         // Nothing to do: already unallocated (and reading zeros) with no backing file to hide.
         if (raw == 0 && bitmap == 0 && !hasBacking && (_dataFile is null || op == ClusterOp.Discard)) return;

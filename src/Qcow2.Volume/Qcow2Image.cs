@@ -504,7 +504,7 @@ public sealed partial class Qcow2Image : IDiskImage
 
     private void OpenBacking(int depth, HashSet<string> visited)
     {
-        if (_backingName is null) return;
+        if (_backingName is null || !_options.OpenBackingChain) return;
         if (depth + 1 > _options.MaxChainDepth)
             throw new Qcow2UnsupportedImageException("backing-chain",
                 $"The backing chain is deeper than {_options.MaxChainDepth} images.");

@@ -26,6 +26,16 @@ public sealed record Qcow2OpenOptions
     /// <summary>The longest backing chain accepted below this image.</summary>
     public int MaxChainDepth { get; init; } = Qcow2.Spans.Qcow2Limits.MaxChainDepth;
 
+    /// <summary>
+    /// Whether the backing chain is opened (true by default). When false the image opens with no
+    /// backing layer even if it names a backing file (which need not exist; <see cref="Qcow2ImageInfo.BackingFile"/>
+    /// still reports the name): reads of ranges the image does not allocate return zeros instead of the
+    /// backing file's data, block status reports them unallocated, and a partial-cluster write to such a
+    /// range fills the rest of the new cluster with zeros. Meant for metadata-only work (info, check,
+    /// header edits) like qemu-img's opens without the backing chain; open read-only unless that is wanted.
+    /// </summary>
+    public bool OpenBackingChain { get; init; } = true;
+
     /// <summary>Format of the backing file ("qcow2" or "raw"), overriding the image's backing format extension and probing.</summary>
     public string? BackingFormatOverride { get; init; }
 }

@@ -129,6 +129,29 @@ public sealed class CliInteropTests : IClassFixture<CliInteropTests.Fixture>
         }
     }
 
+    [Fact]
+    public void Info_OverlayWithMissingBacking_EqualsQemuImgAndBackingChainFailsAsQemuImg()
+    {
+        using var dir = new TempDir();
+        Cli.QemuOk(dir.Path, "create", "-f", "qcow2", "gone.qcow2", "16M");
+        Cli.QemuOk(dir.Path, "create", "-f", "qcow2", "-b", "gone.qcow2", "-F", "qcow2", "mid.qcow2");
+        Cli.QemuOk(dir.Path, "create", "-f", "qcow2", "-b", "mid.qcow2", "-F", "qcow2", "top.qcow2");
+        File.Delete(Path.Combine(dir.Path, "gone.qcow2"));
+        foreach (var args in new[]
+        {
+            new[] { "info", "mid.qcow2" }, new[] { "info", "--output=json", "mid.qcow2" }, new[] { "info", "top.qcow2" },
+            new[] { "info", "--backing-chain", "mid.qcow2" }, new[] { "info", "--backing-chain", "--output=json", "top.qcow2" },
+            new[] { "info", "--backing-chain", Path.Combine(dir.Path, "top.qcow2") },
+        })
+        {
+            var ours = Cli.Run(dir.Path, args);
+            var qemu = Cli.Qemu(dir.Path, args);
+            Assert.Equal(qemu.Code, ours.Code);
+            Assert.Equal(qemu.Out, ours.Out);
+            Assert.Equal(qemu.Err.Replace("qemu-img: ", "qcow2: ", StringComparison.Ordinal), ours.Err);
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Qcow2Files))]
     public void Map_Json_EqualsQemuImg(string file)

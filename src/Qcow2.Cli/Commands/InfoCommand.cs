@@ -36,6 +36,12 @@ internal sealed class InfoCommand : Command
             chain.Add(model);
             if (!args.Has("backing-chain") || model.BackingFilename is null) break;
             path = model.FullBackingFilename!;
+            // qemu-img opens the whole chain before printing anything; a missing layer fails the
+            // command with the name as it combines it, reported twice (its open error wraps the file's).
+            if (!File.Exists(path))
+                throw new CommandFailedException(Directory.Exists(path)
+                    ? $"Could not open '{path}': 'file' driver requires '{path}' to be a regular file"
+                    : $"Could not open '{path}': Could not open '{path}': No such file or directory");
             format = model.BackingFormat;
         }
         if (json)
@@ -60,7 +66,9 @@ internal sealed class InfoCommand : Command
                 ActualSize = ImageOpener.AllocatedBytes(path),
             };
         }
-        using var image = Qcow2Image.Open(path, ImageOpener.TrustedOptions(readOnly: true));
+        // Like qemu-img info, one image is described without opening its backing file, so an
+        // overlay whose backing file is missing or refused is still described.
+        using var image = Qcow2Image.Open(path, ImageOpener.TrustedOptions(readOnly: true) with { OpenBackingChain = false });
         return FromQcow2(path, image);
     }
 
