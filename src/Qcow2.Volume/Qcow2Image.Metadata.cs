@@ -82,13 +82,35 @@ public sealed partial class Qcow2Image
         BuildMetadataClusterSet();
     }
 
-    /// <summary>The dirty bit is set on a read-write open: rebuild the refcounts first.</summary>
+    /// <summary>
+    /// The dirty bit is set on a read-write open: repair the refcounts first. When the repair fails
+    /// or leaves corruptions, the open is refused (the dirty bit stays set, so the image is still
+    /// known to need a repair); only a clean repair clears it. The caller re-reads the whole header
+    /// afterwards: a refcount rebuild moves the refcount table, a snapshot table repair moves that table.
+    /// </summary>
+    /// <exception cref="Qcow2CorruptImageException">The dirty image could not be repaired.</exception>
     private void RepairDirtyImage()
     {
         // Single call site of the checker's repair; it rewrites refcounts on the storage.
-        Check.Qcow2Checker.Check(_file, new Check.CheckOptions { Repair = Check.RepairMode.All });
+        var result = Check.Qcow2Checker.Check(_file, new Check.CheckOptions { Repair = Check.RepairMode.All });
         _file.Read(0, _headerBuffer);
         ulong incompatible = BinaryPrimitives.ReadUInt64BigEndian(_headerBuffer.AsSpan(IncompatibleFeaturesOffset, 8));
+        if (result.FailureMessage is not null || result.Corruptions > 0 || result.CheckErrors > 0)
+        {
+            if ((incompatible & (ulong)IncompatibleFeatures.Dirty) == 0)
+            {
+                // Keep the image marked as needing a repair.
+                Span<byte> d = stackalloc byte[8];
+                BinaryPrimitives.WriteUInt64BigEndian(d, incompatible | (ulong)IncompatibleFeatures.Dirty);
+                WriteHeaderBytes(IncompatibleFeaturesOffset, d);
+                _file.Flush();
+            }
+            string why = result.FailureMessage is not null
+                ? $"the check failed ({result.FailureMessage})"
+                : $"{result.Corruptions} corruption(s) and {result.CheckErrors} check error(s) remain after the repair";
+            throw new Qcow2CorruptImageException("header.incompatible_features", IncompatibleFeaturesOffset, incompatible,
+                $"Could not repair dirty image: {why}. Open it read-only, or repair it with a check.");
+        }
         if ((incompatible & (ulong)IncompatibleFeatures.Dirty) != 0)
         {
             _file.Flush();

@@ -202,9 +202,17 @@ public sealed partial class Qcow2Image : IDiskImage
             // Lazy refcounts after a crash: the refcounts on disk may be stale. Rebuild them before
             // anything is allocated, then re-read the header (a repair may move the refcount table).
             RepairDirtyImage();
+            // Every table location comes from the repaired header from here on (the refcount
+            // table at bytes 48-59 and the snapshot table at 60-71 may have moved).
             file.Read(0, _headerBuffer);
             header = Qcow2Header.Parse(_headerBuffer);
+            HeaderValidator.ThrowIfInvalid(header, file.Length);
             _incompatible = (ulong)header.IncompatibleFeatures;
+            _autoclear = (ulong)header.AutoclearFeatures;
+            _corrupt = header.IsCorrupt;
+            if (_corrupt)
+                throw new Qcow2CorruptImageException("header.incompatible_features", 72, _incompatible,
+                    "The image was marked corrupt while repairing it: it can only be opened read-only.");
         }
 
         // L1 table.
