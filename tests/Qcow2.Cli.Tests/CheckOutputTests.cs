@@ -16,17 +16,25 @@ public sealed class CheckOutputTests
     private const string None = "", Leaks = "leaks", All = "all";
 
     /// <summary>
-    /// Damaged images (a 64 MiB image, 64 KiB clusters, the first 1 MiB written by qemu-io) and the
+    /// Damaged images (a 64 MiB image, 64 KiB clusters, the first 1 MiB written by qemu-io; with
+    /// extended L2 entries also a compressed cluster at 20 MiB; or with 1-bit refcounts) and the
     /// repair modes compared. Left out on purpose, where we differ from qemu-img 7.2 by design:
     /// -r all on L1/L2 entries past the end of the file (we drop them; qemu leaves the image
     /// corrupt), -r all on a refcount block past the end of the file (qemu grows the file to reach
     /// it; we rebuild the structure), on an unaligned refcount table entry (qemu's repair fails with
-    /// an I/O error; ours succeeds), and on a snapshot table with too much extra data.
+    /// an I/O error; ours succeeds), on a snapshot table with too much extra data, and on invalid
+    /// subcluster bitmaps and compressed clusters past the end (we repair them; qemu does not).
     /// </summary>
     public static TheoryData<string, At, long, string, string> Cases => new()
     {
+        // Extended L2 entries (16 bytes: entry, subcluster bitmap); guest cluster 320 is compressed
+        { "extended L2: subcluster both allocated and zero", At.L2, 8, "00000001ffffffff", None + "," + Leaks },
+        { "extended L2: unallocated cluster with a bitmap", At.L2, 100 * 16 + 8, "0000000000000001", None + "," + Leaks },
+        { "extended L2: compressed cluster with a bitmap", At.L2, 320 * 16 + 8, "0000000000000001", None + "," + Leaks },
+        // One-bit refcounts: a second reference to a data cluster overflows
+        { "1-bit refcounts: refcount overflow", At.L2, 8, "8000000000050000", None + "," + Leaks + "," + All },
         // L2 entries
-        { "unaligned data cluster", At.L2, 8, "8000000000060001", None + "," + Leaks + "," + All },
+        { "unaligned data cluster", At.L2, 8, "8000000000060200", None + "," + Leaks },
         { "L2 entry with reserved bits", At.L2, 8, "8010000000060000", None + "," + Leaks },
         { "data cluster past the end", At.L2, 16, "800000ff00070000", None + "," + Leaks },
         { "COPIED flag missing", At.L2, 0, "0000000000050000", None + "," + Leaks + "," + All },
@@ -61,8 +69,11 @@ public sealed class CheckOutputTests
     public void Check_DamagedImage_WholeOutputEqualsQemuImg(string what, At at, long offset, string hex, string modes)
     {
         using var dir = new TempDir();
-        Cli.QemuOk(dir.Path, "create", "-q", "-f", "qcow2", "base.qcow2", "64M");
+        string options = what.StartsWith("extended L2", StringComparison.Ordinal) ? "extended_l2=on"
+            : what.StartsWith("1-bit", StringComparison.Ordinal) ? "refcount_bits=1" : "cluster_size=65536";
+        Cli.QemuOk(dir.Path, "create", "-q", "-f", "qcow2", "-o", options, "base.qcow2", "64M");
         Cli.QemuIo(dir.Path, "base.qcow2", "write -P 1 0 1M");
+        if (options == "extended_l2=on") Cli.QemuIo(dir.Path, "base.qcow2", "write -c -P 3 20M 64k");
         Patch(dir.File("base.qcow2"), at, offset, Convert.FromHexString(hex));
         foreach (string mode in modes.Split(','))
         {
@@ -72,6 +83,9 @@ public sealed class CheckOutputTests
             var ours = Cli.Run(dir.Path, new[] { "check" }.Concat(repair).Append("ours.qcow2").ToArray());
             var qemu = Cli.Qemu(dir.Path, new[] { "check" }.Concat(repair).Append("qemu.qcow2").ToArray());
             string label = $"{what}, -r '{mode}'";
+            // Every case is damage qemu-img sees, except the two it ignores by design.
+            if (mode == None && what is not ("refcount past the end of the file" or "dirty bit"))
+                Assert.True(qemu.Code != 0, label + ": qemu-img found nothing wrong");
             Assert.Equal((label, qemu.Code), (label, ours.Code));
             Assert.Equal((label, qemu.Out.Replace("qemu.qcow2", "IMG")), (label, Normalise(ours.Out)));
             Assert.Equal((label, qemu.Err.Replace("qemu.qcow2", "IMG")), (label, Normalise(ours.Err)));

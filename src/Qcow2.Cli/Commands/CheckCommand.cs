@@ -110,6 +110,16 @@ internal sealed class CheckCommand : Command
         return report.ExitCode;
     }
 
+    /// <summary>The findings qemu-img prints as "ERROR: ..." (the rest are "ERROR ...").</summary>
+    private static readonly string[] ColonFindings =
+    {
+        "counting reference ", "coffset=", "Unallocated cluster has non-zero subcluster",
+    };
+
+    /// <summary>qemu-img's advice after a refcount overflow (both tools it names do the job).</summary>
+    private const string OverflowHint =
+        "Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing";
+
     /// <summary>A finding as qemu-img check words it on stderr: "ERROR ..." for corruptions, "Leaked cluster ..." for leaks, "Repairing ..." for what was fixed.</summary>
     internal static string FindingLine(CheckFinding f)
     {
@@ -117,8 +127,10 @@ internal sealed class CheckCommand : Command
         if (f.Kind == CheckFindingKind.Information) return message;
         if (f.Repaired) return "Repairing " + message;
         if (f.Kind == CheckFindingKind.Leak) return message;
-        // qemu-img words this one finding with a colon.
-        if (message.StartsWith("counting reference ", StringComparison.Ordinal)) return "ERROR: " + message;
+        if (f.Kind == CheckFindingKind.RefcountOverflow)
+            return "ERROR: " + message + "\n" + OverflowHint;
+        foreach (string prefix in ColonFindings)
+            if (message.StartsWith(prefix, StringComparison.Ordinal)) return "ERROR: " + message;
         return "ERROR " + message;
     }
 }

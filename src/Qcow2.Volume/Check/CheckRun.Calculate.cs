@@ -161,12 +161,12 @@ internal sealed partial class CheckRun
                 _storage.Write(l1Offset + i * 8L, ZeroEntry);
                 _storage.Flush();
                 _res.CorruptionsFixed++;
-                Report(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"l2_offset={Hex(l2Offset)}: L2 table lies past the end of the file; L1 entry dropped", repaired: true);
+                Report(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"l2_offset={BareHex(l2Offset)}: L2 table lies past the end of the file; L1 entry dropped", repaired: true);
                 continue;
             }
             IncrementRange(l2Offset, ClusterSize);
             if ((l2Offset & (ulong)(ClusterSize - 1)) != 0)
-                Corruption(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"l2_offset={Hex(l2Offset)}: Table is not cluster aligned; L1 entry corrupted");
+                Corruption(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"l2_offset={BareHex(l2Offset)}: Table is not cluster aligned; L1 entry corrupted");
             // Tables past the end of the file read as zeros and reference nothing.
             if ((long)l2Offset < _storage.Length)
             {
@@ -305,7 +305,7 @@ internal sealed partial class CheckRun
 
             if (((bitmap >> 32) & bitmap) != 0)
             {
-                string message = $"offset={Hex(offset)}: Allocated cluster has corrupted subcluster allocation bitmap";
+                string message = $"offset={BareHex(offset)}: Allocated cluster has corrupted subcluster allocation bitmap";
                 if (FixErrors)
                 {
                     // A subcluster marked both allocated and zero: keep the data.
@@ -327,24 +327,24 @@ internal sealed partial class CheckRun
                         i++;
                         continue;
                     }
-                    Corruption(CheckFindingKind.L2Entry, entryOffset, $"offset={Hex(offset)}: Preallocated cluster is not properly aligned; L2 entry corrupted.");
+                    Corruption(CheckFindingKind.L2Entry, entryOffset, $"offset={BareHex(offset)}: Preallocated cluster is not properly aligned; L2 entry corrupted.");
                 }
                 else if (FixErrors)
                 {
                     // No cluster can be found at an unaligned offset: the guest cluster reads as zeros from now on.
-                    DropL2Entry(table, i, entryOffset, $"offset={Hex(offset)}: Data cluster is not properly aligned; L2 entry corrupted.");
+                    DropL2Entry(table, i, entryOffset, $"offset={BareHex(offset)}: Data cluster is not properly aligned; L2 entry corrupted.");
                     i++;
                     continue;
                 }
                 else
                 {
-                    Corruption(CheckFindingKind.L2Entry, entryOffset, $"offset={Hex(offset)}: Data cluster is not properly aligned; L2 entry corrupted.");
+                    Corruption(CheckFindingKind.L2Entry, entryOffset, $"offset={BareHex(offset)}: Data cluster is not properly aligned; L2 entry corrupted.");
                 }
             }
 
             if (FixErrors && !dataFile && offset >= (ulong)_fileLength)
             {
-                DropL2Entry(table, i, entryOffset, $"offset={Hex(offset)}: Data cluster lies past the end of the file; L2 entry corrupted.");
+                DropL2Entry(table, i, entryOffset, $"offset={BareHex(offset)}: Data cluster lies past the end of the file; L2 entry corrupted.");
                 i++;
                 continue;
             }
@@ -373,7 +373,7 @@ internal sealed partial class CheckRun
     /// <summary>Turns a preallocated-zero entry whose offset cannot be valid into a plain zero entry.</summary>
     private void FixL2EntryByZero(Span<byte> table, int index, long entryOffset, ulong bitmap, ulong offset)
     {
-        string message = $"offset={Hex(offset)}: Preallocated cluster is not properly aligned; L2 entry corrupted.";
+        string message = $"offset={BareHex(offset)}: Preallocated cluster is not properly aligned; L2 entry corrupted.";
         _res.Corruptions--;
         if (_img.ExtendedL2)
             RewriteL2Entry(table, index, entryOffset, 0, (bitmap | (bitmap << 32)) & SubclusterZeroMask, message); // allocated subclusters read as zeros

@@ -125,10 +125,21 @@ internal sealed partial class CheckRun
         ApplyRefcounts(lower);
         _res.CorruptionsFixed += raise.Count;
         _res.LeaksFixed += lower.Count;
-        foreach (var m in raise)
-            Report(CheckFindingKind.RefcountTooLow, m.Cluster << ClusterBits, $"cluster {m.Cluster} refcount={m.Stored} reference={m.Counted}", repaired: true);
-        foreach (var m in lower)
-            Report(CheckFindingKind.Leak, m.Cluster << ClusterBits, $"cluster {m.Cluster} refcount={m.Stored} reference={m.Counted}", repaired: true);
+        // As qemu-img's repairing comparison prints them: every mismatch again, in cluster order,
+        // the repaired ones as such.
+        var leftSet = new HashSet<long>();
+        foreach (var m in left) leftSet.Add(m.Cluster);
+        foreach (var m in mismatches)
+        {
+            bool tooLow = m.Stored < m.Counted;
+            var kind = tooLow ? CheckFindingKind.RefcountTooLow : CheckFindingKind.Leak;
+            if (!leftSet.Contains(m.Cluster))
+                Report(kind, m.Cluster << ClusterBits, $"cluster {m.Cluster} refcount={m.Stored} reference={m.Counted}", repaired: true);
+            else if (tooLow)
+                Report(kind, m.Cluster << ClusterBits, $"cluster {m.Cluster} refcount={m.Stored} reference={m.Counted}");
+            else
+                Report(kind, m.Cluster << ClusterBits, $"Leaked cluster {m.Cluster} refcount={m.Stored} reference={m.Counted}");
+        }
         return left;
     }
 
