@@ -4,8 +4,8 @@ using Qcow2.Volume.Mapping;
 
 namespace Qcow2.Volume;
 
-// Compressed writes of whole clusters. Compressed data is packed: the next compressed cluster
-// continues in the host cluster where the previous one ended, when it fits there.
+// Compressed writes of whole clusters. Compressed data is packed as QEMU packs it: each compressed
+// cluster starts where the previous one ended, crossing into the next host cluster when it is free.
 public sealed partial class Qcow2Image
 {
     /// <summary>Host offset where the next compressed cluster may be packed, or 0.</summary>
@@ -148,17 +148,25 @@ public sealed partial class Qcow2Image
         }
     }
 
-    /// <summary>Host bytes for compressed data: the rest of the last compressed cluster when it fits, else a new cluster (caller holds the lock).</summary>
+    /// <summary>
+    /// Host bytes for compressed data (caller holds the lock). Like QEMU, compressed clusters are
+    /// packed contiguously: the data goes right after the previous compressed cluster, continuing
+    /// into the next host cluster when that one is free (the descriptor's sector count then spans
+    /// both, and each host cluster touched gets a reference); otherwise a fresh run starts in a
+    /// newly allocated cluster.
+    /// </summary>
     private long AllocateCompressedSpace(int length)
     {
         long tail = _compressedTail;
-        if (tail != 0 && _compressedTailGeneration == _freeGeneration)
+        if (tail != 0 && _compressedTailGeneration == _freeGeneration && GetRefcount(tail >> _clusterBits) < _rc.MaxValue)
         {
             long clusterEnd = (tail | (long)(_clusterSize - 1)) + 1;
-            if (clusterEnd - tail >= length && GetRefcount(tail >> _clusterBits) < _rc.MaxValue)
+            // length < cluster size, so the data needs at most the one host cluster after the tail's.
+            if (clusterEnd - tail >= length || TryAllocateClusterAt(clusterEnd >> _clusterBits))
             {
                 AddToRefcount(tail >> _clusterBits, 1);
-                _compressedTail = tail + length == clusterEnd ? 0 : tail + length;
+                long end = tail + length;
+                _compressedTail = (end & (_clusterSize - 1)) == 0 ? 0 : end;
                 return tail;
             }
         }
@@ -166,5 +174,22 @@ public sealed partial class Qcow2Image
         _compressedTail = length == _clusterSize ? 0 : host + length;
         _compressedTailGeneration = _freeGeneration;
         return host;
+    }
+
+    /// <summary>
+    /// Allocates host cluster <paramref name="cluster"/> (refcount 1) when it is free, for a
+    /// compressed run continuing into it (caller holds the lock).
+    /// </summary>
+    private bool TryAllocateClusterAt(long cluster)
+    {
+        if (cluster <= 0) return false;
+        if (GetRefcount(cluster) != 0 || _metadataClusters.Contains(cluster)) return false;
+        // Creating its refcount block may place the new block in this very cluster.
+        EnsureRefcountBlock(cluster);
+        if (GetRefcount(cluster) != 0 || _metadataClusters.Contains(cluster)) return false;
+        AddToRefcount(cluster, 1);
+        if (cluster == _freeClusterHint) _freeClusterHint = cluster + 1;
+        _allocatedEnd = Math.Max(_allocatedEnd, cluster + 1);
+        return true;
     }
 }
