@@ -17,6 +17,7 @@ public sealed partial class Qcow2Image
         CheckRange(offset, destination.Length);
         ThrowIfDisposed();
         if (destination.IsEmpty) return;
+        ThrowIfEncrypted();
         fixed (byte* p = destination)
         {
             var m = PinnedMemory.Rent(p, destination.Length);
@@ -40,6 +41,7 @@ public sealed partial class Qcow2Image
         ThrowIfDisposed();
         if (ct.IsCancellationRequested) return ValueTask.FromCanceled(ct);
         if (destination.IsEmpty) return default;
+        ThrowIfEncrypted();
         return ReadCoreAsync<AsyncIo>(offset, destination, ct);
     }
 

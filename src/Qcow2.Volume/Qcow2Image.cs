@@ -182,8 +182,13 @@ public sealed partial class Qcow2Image : IDiskImage
             throw new Qcow2UnsupportedImageException("refcount_order", $"Unsupported refcount_order {header.RefcountOrder}.");
         _size = (long)header.Size;
 
-        if (header.CryptMethod != Qcow2Constants.CryptNone)
-            throw new Qcow2UnsupportedImageException("encryption", $"Encrypted images (crypt_method {header.CryptMethod}) are not supported.");
+        if (header.CryptMethod is not (Qcow2Constants.CryptNone or Qcow2Constants.CryptAes or Qcow2Constants.CryptLuks))
+            throw new Qcow2UnsupportedImageException("encryption", $"Unknown encryption method (crypt_method {header.CryptMethod}).");
+        _encryption = (CryptMethod)header.CryptMethod;
+        if (_encryption != CryptMethod.None && !_readOnly)
+            throw new Qcow2UnsupportedImageException("encryption",
+                $"Encrypted images (crypt_method {header.CryptMethod}) can only be opened read-only, for their metadata: data encryption is not supported.");
+        if (_encryption == CryptMethod.Luks) _luks = ReadLuksHeader(fileLength);
 
         _compressionType = header.HasCompressionTypeField ? header.CompressionType : CompressionType.Zlib;
         if (_compressionType is not (CompressionType.Zlib or CompressionType.Zstd))
@@ -291,6 +296,8 @@ public sealed partial class Qcow2Image : IDiskImage
         _backingName = parent._backingName;
         _backingFormat = parent._backingFormat;
         _dataFileName = parent._dataFileName;
+        _encryption = parent._encryption;
+        _luks = parent._luks;
         _refTable = parent._refTable;
         _refTableOffset = parent._refTableOffset;
         _refTableClusters = parent._refTableClusters;
@@ -363,6 +370,11 @@ public sealed partial class Qcow2Image : IDiskImage
                     ReadBitmapDirectory(ext.Data, ext.Offset + Qcow2Constants.HeaderExtensionHeaderSize);
                     break;
                 case Qcow2Constants.ExtensionFullDiskEncryption:
+                    if (ext.Data.Length >= 16)
+                    {
+                        _cryptHeaderOffset = (long)Math.Min(BinaryPrimitives.ReadUInt64BigEndian(ext.Data), long.MaxValue);
+                        _cryptHeaderLength = (long)Math.Min(BinaryPrimitives.ReadUInt64BigEndian(ext.Data[8..]), long.MaxValue);
+                    }
                     break;
                 default:
                     _unknownExtensions.Add(ext.Type);
@@ -558,6 +570,33 @@ public sealed partial class Qcow2Image : IDiskImage
         }
     }
 
+    private CryptMethod _encryption;
+    private LuksInfo? _luks;
+    private long _cryptHeaderOffset = -1;
+    private long _cryptHeaderLength;
+
+    /// <summary>Reads the LUKS header the full disk encryption extension points at.</summary>
+    private LuksInfo ReadLuksHeader(long fileLength)
+    {
+        long offset = _cryptHeaderOffset;
+        if (offset < 0)
+            throw new Qcow2CorruptImageException("header.crypt_method", 32, Qcow2Constants.CryptLuks,
+                "The image is LUKS encrypted but has no full disk encryption header extension.");
+        if (offset == 0 || !_geo.IsClusterAligned(offset) || offset > fileLength - 592 || _cryptHeaderLength < 592)
+            throw new Qcow2CorruptImageException("full disk encryption extension", offset, (ulong)_cryptHeaderLength,
+                "The LUKS header offset is misaligned, too short or outside the file.");
+        var buffer = new byte[592];
+        int got = _file.Read(offset, buffer);
+        return LuksInfo.Parse(buffer.AsSpan(0, Math.Max(got, 0)), offset);
+    }
+
+    private void ThrowIfEncrypted()
+    {
+        if (_encryption != CryptMethod.None)
+            throw new Qcow2UnsupportedImageException("encryption",
+                $"The image is encrypted ({(_encryption == CryptMethod.Luks ? "luks" : "aes")}): its data cannot be read without key support, which this toolkit does not have.");
+    }
+
     private Qcow2ImageInfo BuildInfo(bool wasDirty) => new()
     {
         Version = _version,
@@ -576,7 +615,8 @@ public sealed partial class Qcow2Image : IDiskImage
         DataFileRaw = _dataFileRaw,
         Dirty = wasDirty,
         Corrupt = _corrupt,
-        Encryption = CryptMethod.None,
+        Encryption = _encryption,
+        Luks = _luks,
         SnapshotCount = _snapshots.Count,
         BitmapCount = _bitmaps.Count,
         UnknownHeaderExtensions = _unknownExtensions.ToArray(),

@@ -53,8 +53,14 @@ public sealed record Qcow2ImageInfo
     /// <summary>Whether the corrupt bit was set at open.</summary>
     public bool Corrupt { get; init; }
 
-    /// <summary>The encryption method (only <see cref="CryptMethod.None"/> can be read).</summary>
+    /// <summary>
+    /// The encryption method. Encrypted images (<see cref="CryptMethod.Aes"/>, <see cref="CryptMethod.Luks"/>)
+    /// open read-only for metadata (info, map, check); their data cannot be read (no key support).
+    /// </summary>
     public CryptMethod Encryption { get; init; }
+
+    /// <summary>The LUKS header (crypt_method 2), read without a key; null otherwise.</summary>
+    public LuksInfo? Luks { get; init; }
 
     /// <summary>Number of internal snapshots.</summary>
     public int SnapshotCount { get; init; }

@@ -107,6 +107,33 @@ internal sealed class InfoCommand : Command
         };
     }
 
+    /// <summary>qemu-img's "encrypt" block: the LUKS header's parameters, or just the format for legacy AES.</summary>
+    private static QDict EncryptBlock(Qcow2ImageInfo info)
+    {
+        var e = new QDict(KeyOrder.Luks);
+        if (info.Luks is not { } luks)
+            return e.Add("format", "aes");
+        e.Add("ivgen-alg", luks.IvgenAlg);
+        if (luks.IvgenHashAlg is not null) e.Add("ivgen-hash-alg", luks.IvgenHashAlg);
+        e.Add("hash-alg", luks.HashAlg);
+        e.Add("cipher-alg", luks.CipherAlg);
+        e.Add("uuid", luks.Uuid);
+        e.Add("format", "luks");
+        e.Add("cipher-mode", luks.CipherMode);
+        var slots = new QList();
+        foreach (var s in luks.Slots)
+        {
+            var slot = new QDict(KeyOrder.LuksSlot).Add("active", s.Active);
+            if (s.Active) slot.Add("iters", s.Iterations).Add("stripes", s.Stripes);
+            slot.Add("key-offset", s.KeyOffset);
+            slots.Add(slot);
+        }
+        e.Add("slots", slots);
+        e.Add("payload-offset", luks.PayloadOffset);
+        e.Add("master-key-iters", luks.MasterKeyIters);
+        return e;
+    }
+
     private static QDict Qcow2Specific(Qcow2Image image)
     {
         var info = image.Info;
@@ -115,6 +142,7 @@ internal sealed class InfoCommand : Command
         d.Add("compat", v3 ? "1.1" : "0.10");
         d.Add("compression-type", info.CompressionType == CompressionType.Zstd ? "zstd" : "zlib");
         d.Add("refcount-bits", info.RefcountBits);
+        if (info.Encryption != CryptMethod.None) d.Add("encrypt", EncryptBlock(info));
         if (v3)
         {
             d.Add("lazy-refcounts", info.LazyRefcounts);
