@@ -156,7 +156,7 @@ public sealed class CliInteropTests : IClassFixture<CliInteropTests.Fixture>
     public void Info_LuksImage_EqualsQemuImgAndCheckMapMatchQemuWithKey()
     {
         using var dir = new TempDir();
-        Cli.QemuOk(dir.Path, "create", "-f", "qcow2", "--object", "secret,id=s0,data=pw", "-o", "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", "l.qcow2", "16M");
+        Cli.QemuOk(dir.Path, "create", "-f", "qcow2", "--object", "secret,id=s0,data=pw", "-o", "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=100", "l.qcow2", "16M");
         foreach (var args in new[] { new[] { "info", "l.qcow2" }, new[] { "info", "--output=json", "l.qcow2" } })
         {
             var ours = Cli.Run(dir.Path, args);
