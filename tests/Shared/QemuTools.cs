@@ -58,6 +58,24 @@ internal static class QemuTools
         return stdout;
     }
 
+    /// <summary>
+    /// qemu-img create of a LUKS-encrypted qcow2 image (secret "pw", object id s0). QEMU calibrates
+    /// PBKDF2 by timing a first round of iterations with the thread CPU clock; on these machines
+    /// that round often measures 0 ms with SHA-256 and creation fails with "Unable to get accurate
+    /// CPU usage". SHA-512 makes the round long enough; that one failure is still retried.
+    /// </summary>
+    public static void CreateLuksImage(string path, string size, string extraOptions = "")
+    {
+        string options = "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=50,encrypt.hash-alg=sha512" + extraOptions;
+        for (int attempt = 1; ; attempt++)
+        {
+            var (code, stdout, stderr) = Run(QemuImg, "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=pw", "-o", options, path, size);
+            if (code == 0) return;
+            if (attempt == 10 || !stderr.Contains("Unable to get accurate CPU usage", StringComparison.Ordinal))
+                throw new InvalidOperationException($"qemu-img create (LUKS) exited {code}: {stdout}{stderr}");
+        }
+    }
+
     /// <summary>Runs qemu-io with the given commands against a file and throws when it fails.</summary>
     public static string Io(string file, string format, params string[] commands)
     {
