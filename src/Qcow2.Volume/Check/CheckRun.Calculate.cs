@@ -85,8 +85,9 @@ internal sealed partial class CheckRun
         if (_img.HasDataFile && snapshots.Count > 0)
             Corruption(CheckFindingKind.SnapshotTable, -1, $"{snapshots.Count} snapshots in image with data file");
         // Snapshots sharing one L1 table (only a hostile image has them) are examined once, weighted.
-        var groups = new Dictionary<(ulong, uint), long>();
-        var order = new List<(ulong, uint)>();
+        // Created only when there are snapshots: a plain image never pays to JIT these instantiations.
+        Dictionary<(ulong, uint), long>? groups = null;
+        List<(ulong, uint)>? order = null;
         for (int i = 0; i < snapshots.Count; i++)
         {
             var sn = snapshots[i];
@@ -109,13 +110,15 @@ internal sealed partial class CheckRun
                 continue;
             }
             var key = (sn.L1Offset, sn.L1Size);
+            groups ??= new();
+            order ??= new();
             if (groups.TryGetValue(key, out long n)) groups[key] = n + 1;
             else { groups[key] = 1; order.Add(key); }
         }
-        for (int g = 0; g < order.Count; g++)
+        for (int g = 0; order is not null && g < order.Count; g++)
         {
             var (l1Offset, l1Size) = order[g];
-            _weight = groups[order[g]];
+            _weight = groups![order[g]];
             CheckL1((long)l1Offset, (int)l1Size, active: false);
             _weight = 1;
         }
@@ -171,8 +174,7 @@ internal sealed partial class CheckRun
             if ((long)l2Offset < _storage.Length)
             {
                 var key = (long)l2Offset;
-                _l2References.TryGetValue(key, out var seen);
-                _l2References[key] = (seen.Total + _weight, seen.Active + (active ? _weight : 0));
+                _l2References.Add(key, _weight, active ? _weight : 0);
                 // Bounded memory even for hostile images with millions of distinct tables.
                 if (_l2References.Count >= MaxPendingL2Tables) CheckAllL2Tables();
             }
@@ -185,19 +187,18 @@ internal sealed partial class CheckRun
     /// for every snapshot; counting is the same, repairs found by the first reading are seen by the
     /// later ones either way).
     /// </summary>
-    private readonly Dictionary<long, (long Total, long Active)> _l2References = new();
+    private readonly L2ReferenceMap _l2References = new();
     private long _activeWeight;
     private const int MaxPendingL2Tables = 1 << 22;
 
     private void CheckAllL2Tables()
     {
-        var offsets = new long[_l2References.Count];
-        _l2References.Keys.CopyTo(offsets, 0);
+        var offsets = _l2References.Keys();
         Array.Sort(offsets);
         long outerWeight = _weight;
         VisitTables(offsets, (index, table, _) =>
         {
-            var (total, active) = _l2References[offsets[index]];
+            var (total, active) = _l2References.Get(offsets[index]);
             _weight = total;
             _activeWeight = active;
             CheckL2(offsets[index], table);

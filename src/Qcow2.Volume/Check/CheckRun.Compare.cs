@@ -33,7 +33,6 @@ internal sealed partial class CheckRun
     /// Compares the counted references with the stored refcounts over every cluster of the file,
     /// block by block: an identical block costs one memory compare.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private (List<Mismatch> Mismatches, long Highest) CompareRefcounts()
     {
         var mismatches = new List<Mismatch>();

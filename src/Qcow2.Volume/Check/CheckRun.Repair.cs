@@ -25,14 +25,18 @@ internal sealed partial class CheckRun
         _res.LeaksFixed += oldLeaks;
         // What qemu-img prints here: the old table and blocks, which its rebuilt structure still counts
         // and its follow-up leak repair then frees. Ours never counts them; the lines are the same.
-        foreach (var (cluster, (before, after)) in _freedStructure)
-            Report(CheckFindingKind.Leak, cluster << ClusterBits, $"cluster {cluster} refcount={before} reference={after}", repaired: true);
+        if (_freedStructure is not null)
+        {
+            foreach (var (cluster, (before, after)) in _freedStructure)
+                Report(CheckFindingKind.Leak, cluster << ClusterBits, $"cluster {cluster} refcount={before} reference={after}", repaired: true);
+            _freedStructure.Clear();
+        }
         _res.FindingsOmitted += _freedStructureOmitted;
-        _freedStructure.Clear();
     }
 
     /// <summary>Clusters of the replaced refcount structure (refcount before → after), at most MaxFindings.</summary>
-    private readonly SortedDictionary<long, (ulong Before, ulong After)> _freedStructure = new();
+    // Created only when a rebuild happens: a clean check never pays for the JIT of this instantiation.
+    private SortedDictionary<long, (ulong Before, ulong After)>? _freedStructure;
     private long _freedStructureOmitted;
 
     /// <summary>
@@ -170,6 +174,7 @@ internal sealed partial class CheckRun
         // Only now that the new structure is in charge are the old table and blocks freed in it
         // (as qemu-img frees them after its rebuild): a power cut before this leaves them leaked.
         var touched = new SortedSet<long>();
+        _freedStructure ??= new();
         foreach (var (start, count) in _structureIncrements)
             for (long k = start; k < start + count; k++)
             {
@@ -273,7 +278,6 @@ internal sealed partial class CheckRun
     }
 
     /// <summary>Whether any cluster the active L2 tables use has a COPIED flag that disagrees with its refcount.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private bool CopiedFlagsMayBeWrong(List<Mismatch> mismatches)
     {
         if (mismatches.Count == 0 && _errorBlocks.Count == 0)
@@ -315,7 +319,6 @@ internal sealed partial class CheckRun
     }
 
     /// <summary>Checks (and in memory repairs) the COPIED flags of one L2 table; returns the entries changed.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private int CheckCopiedFlagsInL2(long l2Offset, Span<byte> table, long weight, bool repair, List<Mismatch> mismatches)
     {
         int entrySize = _img.L2EntrySize;

@@ -52,7 +52,7 @@ internal sealed partial class CheckRun
         if (offset > long.MaxValue - (ulong)count * CheckImage.SnapshotHeaderSize || (offset & (ulong)(ClusterSize - 1)) != 0)
             throw FailOpen("Invalid argument", "ERROR snapshot table offset invalid");
         // Reported once the whole table has been read: a table that cannot be read reports only that.
-        var incomplete = new List<(uint Index, long Offset)>();
+        List<(uint Index, long Offset)>? incomplete = null;   // created only when needed (JIT cost)
 
         long pos = (long)offset;
         Span<byte> header = stackalloc byte[CheckImage.SnapshotHeaderSize];
@@ -86,7 +86,7 @@ internal sealed partial class CheckRun
             {
                 // Version 3 entries carry at least vm_state_size_large and disk_size (spec "Snapshots").
                 _snapshotCorruptions++;
-                incomplete.Add((i, entryStart + 36));
+                (incomplete ??= new()).Add((i, entryStart + 36));
                 if (FixErrors)
                 {
                     _snapshotTableNeedsRewrite = true;
@@ -115,8 +115,9 @@ internal sealed partial class CheckRun
                 _snapshotRewrite.Add(entry);
             }
         }
-        foreach (var (index, at) in incomplete)
-            Report(CheckFindingKind.SnapshotTable, at, $"snapshot table entry {index} is incomplete", repaired: FixErrors);
+        if (incomplete is not null)
+            foreach (var (index, at) in incomplete)
+                Report(CheckFindingKind.SnapshotTable, at, $"snapshot table entry {index} is incomplete", repaired: FixErrors);
         tableSize = pos - (long)offset;
         if (!_snapshotTableNeedsRewrite) _snapshotRewrite = null;
         return list;

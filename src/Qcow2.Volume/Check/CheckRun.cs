@@ -204,6 +204,18 @@ internal sealed partial class CheckRun
         }
     }
 
+    private readonly struct ReadWindow(int first, int end, long start, int length)
+    {
+        public readonly int First = first, End = end;
+        public readonly long Start = start;
+        public readonly int Length = length;
+    }
+
+    private readonly struct ReadBatchRange(int firstWindow, int endWindow)
+    {
+        public readonly int FirstWindow = firstWindow, EndWindow = endWindow;
+    }
+
     /// <summary>
     /// Visits tables of one cluster each at the given offsets, reading neighbours together in large
     /// positional reads. <paramref name="offsets"/> must be sorted. A table repeated k times is visited
@@ -217,7 +229,10 @@ internal sealed partial class CheckRun
         long storageLength = _storage.Length;
 
         // Windows: runs of nearby tables read with one positional read each.
-        var windows = new List<(int First, int End, long Start, int Length)>();
+        // Plain arrays of our own structs, not List<ValueTuple<...>>: those generic instantiations
+        // over value types cannot be precompiled (ReadyToRun) and cost JIT time on every run.
+        var windows = new ReadWindow[offsets.Length];
+        int windowCount = 0;
         int i = 0;
         while (i < offsets.Length && offsets[i] < storageLength)
         {
@@ -231,21 +246,22 @@ internal sealed partial class CheckRun
                 end = Math.Max(end, o + cs);
                 j++;
             }
-            windows.Add((i, j, start, (int)(end - start)));
+            windows[windowCount++] = new ReadWindow(i, j, start, (int)(end - start));
             i = j;
         }
 
         // Batches of windows that fill one buffer; the next batch is read on another thread while
         // this one is examined (the reads are mostly page-cache copies: two cores halve the time).
-        var batches = new List<(int FirstWindow, int EndWindow)>();
-        for (int w = 0; w < windows.Count;)
+        var batches = new ReadBatchRange[windowCount];
+        int batchCount = 0;
+        for (int w = 0; w < windowCount;)
         {
             int used = 0, v = w;
-            while (v < windows.Count && used + windows[v].Length <= bufferSize) used += windows[v++].Length;
-            batches.Add((w, v));
+            while (v < windowCount && used + windows[v].Length <= bufferSize) used += windows[v++].Length;
+            batches[batchCount++] = new ReadBatchRange(w, v);
             w = v;
         }
-        if (batches.Count == 0) return;
+        if (batchCount == 0) return;
 
         byte[][] buffers = [ArrayPool<byte>.Shared.Rent(bufferSize), ArrayPool<byte>.Shared.Rent(bufferSize)];
         Task pending = Task.CompletedTask;
@@ -262,19 +278,20 @@ internal sealed partial class CheckRun
             }
 
             ReadBatch(0, buffers[0]);
-            for (int b = 0; b < batches.Count; b++)
+            for (int b = 0; b < batchCount; b++)
             {
                 pending.GetAwaiter().GetResult();
                 byte[] current = buffers[b & 1];
-                if (b + 1 < batches.Count)
+                if (b + 1 < batchCount)
                 {
                     int next = b + 1;
-                    pending = batches.Count > 1 ? Task.Run(() => ReadBatch(next, buffers[next & 1])) : Task.CompletedTask;
+                    pending = batchCount > 1 ? Task.Run(() => ReadBatch(next, buffers[next & 1])) : Task.CompletedTask;
                 }
                 int at = 0;
                 for (int w = batches[b].FirstWindow; w < batches[b].EndWindow; w++)
                 {
-                    var (first, endIndex, start, length) = windows[w];
+                    int first = windows[w].First, endIndex = windows[w].End, length = windows[w].Length;
+                    long start = windows[w].Start;
                     var window = current.AsSpan(at, length);
                     for (int k = first; k < endIndex;)
                     {
@@ -286,7 +303,7 @@ internal sealed partial class CheckRun
                     at += length;
                 }
                 if (progressStart >= 0 && _progress is not null)
-                    _progress.Report(progressStart + progressSpan * (b + 1) / batches.Count);
+                    _progress.Report(progressStart + progressSpan * (b + 1) / batchCount);
             }
             pending.GetAwaiter().GetResult();
         }
