@@ -221,6 +221,9 @@ internal sealed partial class CheckRun
         ulong coffsetMask = (1UL << csizeShift) - 1;
         long nextContiguous = 0;
         ulong clusterMask = (ulong)ClusterSize - 1;
+        // A table at an unaligned offset is no table: its "entries" are bytes of other clusters
+        // (often other metadata), so nothing is ever written through it. Its L1 entry is reported.
+        bool fix = FixErrors && ((ulong)l2Offset & clusterMask) == 0;
 
         int i = 0;
         while (i < entries)
@@ -249,7 +252,7 @@ internal sealed partial class CheckRun
                 {
                     Corruption(CheckFindingKind.L2Entry, entryOffset, $"compressed cluster {i} with data file, entry={Hex(entry)}");
                 }
-                else if (bitmap != 0 && !FixErrors)
+                else if (bitmap != 0 && !fix)
                 {
                     Corruption(CheckFindingKind.L2Entry, entryOffset, $"compressed cluster {i} with non-zero subcluster allocation bitmap, entry={Hex(entry)}");
                 }
@@ -265,7 +268,7 @@ internal sealed partial class CheckRun
                     var descriptor = CompressedDescriptor.Decode(entry, clusterBits);
                     ulong coffset = (ulong)descriptor.HostOffset;
                     long csize = descriptor.HostLength;
-                    if (FixErrors && coffset + (ulong)csize >= (ulong)_fileLength + (ulong)ClusterSize)
+                    if (fix && coffset + (ulong)csize >= (ulong)_fileLength + (ulong)ClusterSize)
                     {
                         // Compressed data past the end of the file cannot be read back: the cluster reads as zeros from now on.
                         DropL2Entry(table, i, entryOffset, $"compressed cluster at {Hex(coffset)} lies past the end of the file");
@@ -297,7 +300,7 @@ internal sealed partial class CheckRun
                 if (!zeroFlag && (bitmap & SubclusterAllocMask) != 0)
                 {
                     const string message = "Unallocated cluster has non-zero subcluster allocation map";
-                    if (FixErrors) RewriteL2Entry(table, i, entryOffset, entry, bitmap & ~SubclusterAllocMask, message);
+                    if (fix) RewriteL2Entry(table, i, entryOffset, entry, bitmap & ~SubclusterAllocMask, message);
                     else Corruption(CheckFindingKind.L2Entry, entryOffset, message);
                 }
                 i++;
@@ -307,7 +310,7 @@ internal sealed partial class CheckRun
             if (((bitmap >> 32) & bitmap) != 0)
             {
                 string message = $"offset={BareHex(offset)}: Allocated cluster has corrupted subcluster allocation bitmap";
-                if (FixErrors)
+                if (fix)
                 {
                     // A subcluster marked both allocated and zero: keep the data.
                     bitmap &= ~((bitmap & SubclusterAllocMask) << 32);
@@ -321,7 +324,7 @@ internal sealed partial class CheckRun
                 bool containsData = extended ? (bitmap & SubclusterAllocMask) != 0 : (entry & ZeroFlag) == 0;
                 if (!containsData)
                 {
-                    if (FixErrors)
+                    if (fix)
                     {
                         _res.Corruptions++;
                         FixL2EntryByZero(table, i, entryOffset, bitmap, offset);
@@ -330,7 +333,7 @@ internal sealed partial class CheckRun
                     }
                     Corruption(CheckFindingKind.L2Entry, entryOffset, $"offset={BareHex(offset)}: Preallocated cluster is not properly aligned; L2 entry corrupted.");
                 }
-                else if (FixErrors)
+                else if (fix)
                 {
                     // No cluster can be found at an unaligned offset: the guest cluster reads as zeros from now on.
                     DropL2Entry(table, i, entryOffset, $"offset={BareHex(offset)}: Data cluster is not properly aligned; L2 entry corrupted.");
@@ -343,7 +346,7 @@ internal sealed partial class CheckRun
                 }
             }
 
-            if (FixErrors && !dataFile && offset >= (ulong)_fileLength)
+            if (fix && !dataFile && offset >= (ulong)_fileLength)
             {
                 DropL2Entry(table, i, entryOffset, $"offset={BareHex(offset)}: Data cluster lies past the end of the file; L2 entry corrupted.");
                 i++;

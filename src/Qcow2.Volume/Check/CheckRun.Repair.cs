@@ -266,7 +266,9 @@ internal sealed partial class CheckRun
         bool wrote = false;
         VisitTables(offsets, (index, table, weight) =>
         {
-            int dirty = CheckCopiedFlagsInL2(offsets[index], table, weight, repair, mismatches);
+            // Never write through a table at an unaligned offset (its L1 entry is reported corrupt).
+            bool aligned = (offsets[index] & (ClusterSize - 1)) == 0;
+            int dirty = CheckCopiedFlagsInL2(offsets[index], table, weight, repair && aligned, mismatches);
             if (dirty > 0)
             {
                 _storage.Write(offsets[index], table);
