@@ -167,6 +167,17 @@ internal sealed partial class CheckRun
                 Report(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"l2_offset={BareHex(l2Offset)}: L2 table lies past the end of the file; L1 entry dropped", repaired: true);
                 continue;
             }
+            if (FixErrors && (l2Offset & (ulong)(ClusterSize - 1)) != 0 && _weight == 1)
+            {
+                // No L2 table can start at an unaligned offset (reading through the entry fails): the
+                // bytes there belong to other clusters. Counting their bogus references would make a
+                // refcount rebuild wrong, and repairing them would overwrite whatever lives there.
+                _storage.Write(l1Offset + i * 8L, ZeroEntry);
+                _storage.Flush();
+                _res.CorruptionsFixed++;
+                Report(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"l2_offset={BareHex(l2Offset)}: Table is not cluster aligned; L1 entry dropped", repaired: true);
+                continue;
+            }
             IncrementRange(l2Offset, ClusterSize);
             if ((l2Offset & (ulong)(ClusterSize - 1)) != 0)
                 Corruption(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"l2_offset={BareHex(l2Offset)}: Table is not cluster aligned; L1 entry corrupted");
