@@ -51,6 +51,14 @@ internal sealed partial class CheckRun
         }
         if (offset > long.MaxValue - (ulong)count * CheckImage.SnapshotHeaderSize || (offset & (ulong)(ClusterSize - 1)) != 0)
             throw FailOpen("Invalid argument", "ERROR snapshot table offset invalid");
+        if (count > 0 && offset < (ulong)ClusterSize && _fix != RepairMode.None)
+        {
+            // A table in the header cluster is the header read as snapshots: every repair that rewrites
+            // a header field (the refcount table pointer, the dirty bit) would change the "snapshots"
+            // and make what they reference worse. Nothing is written.
+            throw Fail("Invalid argument", CheckFindingKind.SnapshotTable, 64,
+                "the snapshot table overlaps the image header; refusing to repair");
+        }
         // Reported once the whole table has been read: a table that cannot be read reports only that.
         List<(uint Index, long Offset)>? incomplete = null;   // created only when needed (JIT cost)
 

@@ -95,4 +95,26 @@ public sealed class Qcow2CheckerUnalignedTableTests
         Assert.Equal(0, QemuTools.Run(QemuTools.QemuImg, "snapshot", "-a", "s1", path).Item1);
         Assert.Equal(snapshotData, CheckHarness.ReadRaw(dir, path));
     }
+
+    [Fact]
+    public void CheckRepairAll_SnapshotTableAtHeader_RefusesAndWritesNothing()
+    {
+        using var dir = new TempDir();
+        string path = CheckHarness.MakeImage(dir, "header.qcow2", "cluster_size=65536,compat=0.10", snapshot: false, compressed: false);
+        using (var p = new ImagePatcher(path))
+        {
+            // Snapshots "at" offset 0 (fuzz seed 777 #16334): the header bytes read as snapshot entries.
+            p.WriteU32(60, 8);
+            p.WriteU64(64, 0);
+        }
+        byte[] damaged = File.ReadAllBytes(path);
+
+        var before = CheckHarness.OurCheck(path);
+        Assert.Null(before.FailureMessage);
+        Assert.True(before.Corruptions > 0);
+
+        var repair = CheckHarness.OurCheck(path, RepairMode.All);
+        Assert.NotNull(repair.FailureMessage);
+        Assert.Equal(damaged, File.ReadAllBytes(path));
+    }
 }
