@@ -95,19 +95,6 @@ public class JsonAndHumanTests
     }
 
     [Fact]
-    public void MapMerge_ContiguousSameStatus_Merges()
-    {
-        var a = new MapEntry(0, 65536, 0, true, false, true, 327680, "f");
-        var b = new MapEntry(65536, 65536, 0, true, false, true, 393216, "f");
-        var c = new MapEntry(131072, 65536, 0, true, false, true, 600000, "f");
-        var merged = MapFormatter.Merge(new[] { a, b, c }).ToList();
-        Assert.Equal(2, merged.Count);
-        Assert.Equal(131072, merged[0].Length);
-        Assert.Equal("{ \"start\": 0, \"length\": 131072, \"depth\": 0, \"present\": true, \"zero\": false, \"data\": true, \"offset\": 327680}",
-            MapFormatter.JsonLine(merged[0]));
-    }
-
-    [Fact]
     public void HexDump_PartialLine_QemuIoLayout()
     {
         var data = Enumerable.Repeat((byte)0xab, 20).ToArray();

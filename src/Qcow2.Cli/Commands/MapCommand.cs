@@ -32,19 +32,12 @@ internal sealed class MapCommand : Command
         using var image = ImageOpener.Open(path, args.Get("format"), readOnly: true);
         if (start > image.Size) start = image.Size;
         var hostNames = HostNames(image, path);
-        IEnumerable<Output.MapEntry> merged = ImageMapper.Map(image, start, maxLength == long.MaxValue ? -1 : maxLength)
-            .Select(e => ToEntry(e, hostNames));
-        if (json)
-        {
-            context.Out.Write(MapFormatter.Json(merged));
-            return ExitCodes.Success;
-        }
-        context.Out.Write(MapFormatter.HumanHeader);
-        foreach (var e in merged)
-        {
-            var line = MapFormatter.HumanLine(e);
-            if (line is not null) context.Out.Write(line);
-        }
+        // The library merges and formats as qemu-img does; the CLI only names each layer's file
+        // the way qemu-img names it.
+        var entries = ImageMapper.Map(image, start, maxLength == long.MaxValue ? -1 : maxLength)
+            .Select(e => e with { Filename = e.Depth < hostNames.Count ? hostNames[e.Depth] : e.Filename });
+        if (json) ImageMapper.WriteJson(entries, context.Out);
+        else ImageMapper.WriteHuman(entries, context.Out);
         return ExitCodes.Success;
     }
 
@@ -74,9 +67,4 @@ internal sealed class MapCommand : Command
         }
         return names;
     }
-
-    /// <summary>The library's extent with the host file named as qemu-img names it.</summary>
-    internal static Output.MapEntry ToEntry(Volume.Operations.MapEntry e, IReadOnlyList<string> hostNames) =>
-        new(e.Start, e.Length, e.Depth, e.Present, e.Zero, e.Data, e.Offset,
-            e.Depth < hostNames.Count ? hostNames[e.Depth] : e.Filename);
 }
