@@ -33,13 +33,24 @@ public sealed class ChainTests : IDisposable
     public void ResolveDataFile_OnlyFromCurrentDirectory_FoundThereAsQemuDoes()
     {
         // qemu-img create -o data_file=d/x.data d/x.qcow2 stores "d/x.data", relative to the current directory.
-        var data = Path.Combine(_dir.Path, "d", "x.data");
-        Directory.CreateDirectory(Path.GetDirectoryName(data)!);
-        File.WriteAllBytes(data, [1]);
-        string name = Path.GetRelativePath(Directory.GetCurrentDirectory(), data);
-        var img = Path.Combine(_dir.Path, "d", "x.qcow2");
-        Assert.False(File.Exists(ImageFileResolver.Resolve(img, name)));
-        Assert.Equal(data, ImageFileResolver.ResolveDataFile(img, name));
+        // The data file lives in a fresh directory under the current one, so the name never climbs with ".."
+        // (which clamps at "/" and could land back on the file from beside the image).
+        string sub = "cwd-data-" + Guid.NewGuid().ToString("N");
+        string cwdDir = Path.Combine(Directory.GetCurrentDirectory(), sub);
+        Directory.CreateDirectory(cwdDir);
+        try
+        {
+            string data = Path.Combine(cwdDir, "x.data");
+            File.WriteAllBytes(data, [1]);
+            string name = sub + "/x.data";
+            var img = Path.Combine(_dir.Path, "d", "x.qcow2");
+            Assert.False(File.Exists(ImageFileResolver.Resolve(img, name)));
+            Assert.Equal(data, ImageFileResolver.ResolveDataFile(img, name));
+        }
+        finally
+        {
+            Directory.Delete(cwdDir, recursive: true);
+        }
     }
 
     [Fact]
