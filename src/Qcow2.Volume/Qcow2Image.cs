@@ -508,10 +508,21 @@ public sealed partial class Qcow2Image : IDiskImage
         {
             if (_dataFileName is not null)
                 throw new Qcow2CorruptImageException("header extension (external data file)", -1, 0, "A data file is named but the external data file feature bit is not set.");
+            if (_options.DataFileStorage is not null)
+                throw new ArgumentException("A data file storage was given but the image has no external data file.", "options");
             return;
         }
         if (_dataFileName is null)
             throw new Qcow2UnsupportedImageException("data-file", "The image uses an external data file but does not name it.");
+        if (_options.DataFileStorage is { } given)
+        {
+            // Handed over by the caller, not named by the image: no policy check, and not ours to close.
+            _dataFile = given;
+            _ownsDataFile = false;
+            if (!given.CanWrite && !_readOnly)
+                throw new ArgumentException("The data file storage is read-only: open the image read-only.", "options");
+            return;
+        }
         string resolved = ImageFileResolver.ResolveDataFile(ReferringPath, _dataFileName);
         var request = new ExternalFileRequest(ExternalFileKind.DataFile, _dataFileName, resolved, ReferringPath);
         if (!_options.ExternalFilePolicy.IsAllowed(request))
@@ -550,7 +561,7 @@ public sealed partial class Qcow2Image : IDiskImage
             }
             if (format == "qcow2")
             {
-                var opts = _options with { ReadOnly = true, BackingFormatOverride = null };
+                var opts = _options with { ReadOnly = true, BackingFormatOverride = null, DataFileStorage = null };
                 _backing = new Qcow2Image(storage, ownsFile: true, full, opts, depth + 1, visited);
             }
             else if (format == "raw")

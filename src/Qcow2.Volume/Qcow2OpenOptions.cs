@@ -1,4 +1,5 @@
 using Qcow2.Volume.Chain;
+using Qcow2.Volume.Storage;
 
 namespace Qcow2.Volume;
 
@@ -38,4 +39,20 @@ public sealed record Qcow2OpenOptions
 
     /// <summary>Format of the backing file ("qcow2" or "raw"), overriding the image's backing format extension and probing.</summary>
     public string? BackingFormatOverride { get; init; }
+
+    /// <summary>
+    /// The storage of the image's external data file, used instead of opening the file the image names.
+    /// The image reads and writes its data there (host offsets as in the L2 tables), flushes it, and does
+    /// not dispose it: it stays the caller's. <see cref="Qcow2ImageInfo.DataFile"/> still reports the
+    /// name written in the image. No <see cref="ExternalFilePolicy"/> check is made for it: the policy
+    /// guards files named inside an untrusted image, and this storage is handed over by the caller.
+    /// Applies to the opened image only, never to its backing files. Null (the default) opens the named
+    /// file, subject to the policy.
+    /// </summary>
+    /// <remarks>
+    /// <see cref="Qcow2Image.Open(IStorage, Qcow2OpenOptions?)"/> and <see cref="Qcow2Image.Open(string, Qcow2OpenOptions?)"/>
+    /// throw <see cref="ArgumentException"/> when this is set and the image has no external data file, or
+    /// when this storage cannot write and <see cref="ReadOnly"/> is false.
+    /// </remarks>
+    public IStorage? DataFileStorage { get; init; }
 }
