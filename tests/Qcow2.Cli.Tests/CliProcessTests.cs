@@ -368,6 +368,7 @@ public sealed class CliInteropTests : IClassFixture<CliInteropTests.Fixture>
         var oursStrict = Cli.Run(P, "compare", "-s", a, b);
         var qemuStrict = Cli.Qemu(P, "compare", "-s", a, b);
         Assert.Equal(qemuStrict.Code, oursStrict.Code);
+        Assert.Equal(qemuStrict.Out, oursStrict.Out);
     }
 
     [Theory]
