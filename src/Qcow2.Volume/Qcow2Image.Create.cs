@@ -8,10 +8,11 @@ public sealed partial class Qcow2Image
     /// <summary>
     /// Creates an image file at <paramref name="path"/> (through <see cref="Qcow2Creator"/>) and opens
     /// it read-write. The backing and data files named in <paramref name="options"/> are the
-    /// caller's choice, so they are opened without asking a policy.
+    /// caller's choice, so they are opened without asking a policy. A relative data file name is
+    /// created relative to the current directory, as qemu-img does (see <see cref="Qcow2CreateOptions.DataFile"/>).
     /// </summary>
     /// <exception cref="ArgumentException">Invalid options.</exception>
-    /// <exception cref="IOException">The file cannot be written.</exception>
+    /// <exception cref="IOException">The file cannot be written, or a different file of the data file's name lies beside the image.</exception>
     public static Qcow2Image Create(string path, Qcow2CreateOptions options)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);

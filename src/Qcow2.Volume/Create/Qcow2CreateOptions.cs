@@ -51,7 +51,15 @@ public sealed record Qcow2CreateOptions
     /// <summary>Backing file format ("qcow2", "raw"), stored in the backing format extension.</summary>
     public string? BackingFormat { get; init; }
 
-    /// <summary>External data file name, stored as given (version 3).</summary>
+    /// <summary>
+    /// External data file name (version 3), stored in the image as given (less a <c>file:</c> prefix,
+    /// as qemu-img stores it). When the image is created from a path
+    /// (<see cref="Qcow2Creator.Create(string, Qcow2CreateOptions, string)"/>, <see cref="Qcow2Image.Create(string, Qcow2CreateOptions)"/>)
+    /// a relative name is created relative to the process's current directory, not the image's
+    /// directory, as <c>qemu-img create -o data_file=NAME</c> does; opening looks for it beside the image
+    /// first, then from the current directory, so creation refuses when a different file of that name
+    /// lies beside the image. Give an absolute name to be independent of the current directory.
+    /// </summary>
     public string? DataFile { get; init; }
 
     /// <summary>The external data file is a valid raw image by itself (needs <see cref="DataFile"/>, no backing file).</summary>

@@ -23,20 +23,30 @@ public static class Qcow2Creator
 
     /// <summary>
     /// Creates the image file at <paramref name="path"/> (replacing an existing file) and, when the
-    /// options name an external data file, that file too (a relative data file name is resolved
-    /// against the image's directory, where the image will look for it).
+    /// options name an external data file, that file too (replacing an existing file).
     /// </summary>
-    /// <exception cref="ArgumentException">Invalid options (qemu-img's messages).</exception>
-    /// <exception cref="IOException">The files cannot be written.</exception>
-    public static void Create(string path, Qcow2CreateOptions options)
+    /// <remarks>
+    /// A relative <see cref="Qcow2CreateOptions.DataFile"/> name is created where
+    /// <c>qemu-img create</c> creates it: relative to <paramref name="dataFileDirectory"/>, by default
+    /// the process's current directory (not the image's directory), and it is stored in the image as
+    /// given. Opening looks for it beside the image first, then from the current directory
+    /// (<see cref="ImageFileResolver.ResolveDataFile"/>), so creation refuses when a different file of
+    /// that name already lies beside the image: the image would open that file instead.
+    /// </remarks>
+    /// <param name="path">The image file.</param>
+    /// <param name="options">The image's options.</param>
+    /// <param name="dataFileDirectory">The directory a relative data file name is created in; null for the current directory, as qemu-img.</param>
+    /// <exception cref="ArgumentException">Invalid options (qemu-img's messages), or a data file that is the image itself.</exception>
+    /// <exception cref="Qcow2UnsupportedImageException">The data file name uses a protocol other than <c>file:</c>.</exception>
+    /// <exception cref="IOException">The files cannot be written, or a different file of the data file's name lies beside the image.</exception>
+    public static void Create(string path, Qcow2CreateOptions options, string? dataFileDirectory = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         ArgumentNullException.ThrowIfNull(options);
+        if (dataFileDirectory is { Length: 0 }) throw new ArgumentException("The data file directory is empty.", nameof(dataFileDirectory));
         options.Validate();
         _ = ComputeLayout(options); // refuse before any file is touched
-        string? dataPath = options.DataFile is null ? null : ImageFileResolver.Resolve(path, options.DataFile);
-        if (dataPath is not null && string.Equals(Path.GetFullPath(dataPath), Path.GetFullPath(path), StringComparison.Ordinal))
-            throw new ArgumentException("The data file cannot be the image file itself.", nameof(options));
+        string? dataPath = options.DataFile is null ? null : DataFilePath(path, options.DataFile, dataFileDirectory);
         bool done = false, imageCreated = false, dataCreated = false;
         FileStorage? image = null, data = null;
         try
@@ -261,7 +271,7 @@ public static class Qcow2Creator
         if (o.BackingFile is not null && o.BackingFormat is not null)
             pos = AddExtension(cluster, pos, Qcow2Constants.ExtensionBackingFormat, Encoding.UTF8.GetBytes(o.BackingFormat));
         if (o.DataFile is not null)
-            pos = AddExtension(cluster, pos, Qcow2Constants.ExtensionExternalDataFile, Encoding.UTF8.GetBytes(o.DataFile));
+            pos = AddExtension(cluster, pos, Qcow2Constants.ExtensionExternalDataFile, Encoding.UTF8.GetBytes(StoredDataFileName(o.DataFile)));
         if (version >= 3 && layout.ClusterSize > 4096)
         {
             Span<byte> table = stackalloc byte[FeatureTableEntries.Length * Qcow2Constants.FeatureNameEntrySize];
@@ -337,6 +347,36 @@ public static class Qcow2Creator
             done += n;
         }
     }
+
+    /// <summary>
+    /// Where a new image's data file is created: an absolute name as it is, a relative one from
+    /// <paramref name="baseDirectory"/> (the current directory when null), as qemu-img creates it.
+    /// Refused when it is the image itself, or when a different file of that name lies beside the
+    /// image (opening would take that one, <see cref="ImageFileResolver.ResolveDataFile"/>).
+    /// </summary>
+    private static string DataFilePath(string imagePath, string name, string? baseDirectory)
+    {
+        string dir = baseDirectory is null ? Directory.GetCurrentDirectory() : Path.GetFullPath(baseDirectory);
+        // Resolve validates the name (NUL, protocols) and drops a file: prefix.
+        string created = ImageFileResolver.Resolve(Path.Combine(dir, "image"), name);
+        string image = ImageFileResolver.Canonicalize(imagePath);
+        if (string.Equals(ImageFileResolver.Canonicalize(created), image, StringComparison.Ordinal))
+            throw new ArgumentException("The data file cannot be the image file itself.", "options");
+        string besideImage = ImageFileResolver.Resolve(imagePath, name);
+        if (File.Exists(besideImage)
+            && !string.Equals(ImageFileResolver.Canonicalize(besideImage), ImageFileResolver.Canonicalize(created), StringComparison.Ordinal))
+        {
+            throw new IOException(
+                $"The data file '{name}' would be created at '{created}' (relative names are taken from the current directory, as qemu-img does), " +
+                $"but '{besideImage}' beside the image has that name and would be opened as the image's data file instead; " +
+                "remove it, or give the data file an absolute name.");
+        }
+        return created;
+    }
+
+    /// <summary>The data file name as the image stores it: as given, less a <c>file:</c> prefix (as qemu-img stores it).</summary>
+    private static string StoredDataFileName(string name) =>
+        name.StartsWith("file:", StringComparison.Ordinal) ? name["file:".Length..] : name;
 
     private static long CeilDiv(long a, long b) => a == 0 ? 0 : (a - 1) / b + 1;
 

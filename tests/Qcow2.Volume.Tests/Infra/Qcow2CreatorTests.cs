@@ -68,7 +68,8 @@ public sealed class Qcow2CreatorTests : IDisposable
         }
 
         var options = Parse(qemuOptions, size);
-        Qcow2Creator.Create(Path.Combine(ours, "img.qcow2"), options);
+        // A relative data file name is created from the given directory, as qemu-img run there does.
+        Qcow2Creator.Create(Path.Combine(ours, "img.qcow2"), options, dataFileDirectory: ours);
         var args = new List<string> { "create", "-q", "-f", "qcow2" };
         if (qemuOptions.Length > 0) { args.Add("-o"); args.Add(qemuOptions); }
         args.Add("img.qcow2");
@@ -158,7 +159,7 @@ public sealed class Qcow2CreatorTests : IDisposable
     public void Create_DataFileNamedLikeTheImage_ThrowsArgumentAndLeavesNoFile()
     {
         var path = _dir.File("same.qcow2");
-        Assert.Throws<ArgumentException>(() => Qcow2Creator.Create(path, new Qcow2CreateOptions { Size = 1 << 20, DataFile = "same.qcow2" }));
+        Assert.Throws<ArgumentException>(() => Qcow2Creator.Create(path, new Qcow2CreateOptions { Size = 1 << 20, DataFile = "same.qcow2" }, _dir.Path));
         Assert.False(File.Exists(path));
     }
 
