@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using Qcow2.Spans;
+using Qcow2.Volume.Storage;
 
 namespace Qcow2.Volume;
 
@@ -83,42 +84,182 @@ public sealed partial class Qcow2Image
     }
 
     /// <summary>
-    /// The dirty bit is set on a read-write open: repair the refcounts first. When the repair fails
-    /// or leaves corruptions, the open is refused (the dirty bit stays set, so the image is still
-    /// known to need a repair); only a clean repair clears it. The caller re-reads the whole header
-    /// afterwards: a refcount rebuild moves the refcount table, a snapshot table repair moves that table.
+    /// The dirty bit is set on a read-write open: repair the refcounts first. The repair runs on an
+    /// in-memory overlay of the file and reaches the file only when it is clean, so a refused open
+    /// leaves the file as it was (dirty bit set, still known to need a repair). Its writes then go
+    /// to the file with the header cluster last (the refcount and snapshot table pointers and the
+    /// cleared dirty bit in one write): a failure part-way leaves the dirty bit set, and the next
+    /// read-write open repairs again. The caller re-reads the whole header afterwards: a refcount
+    /// rebuild moves the refcount table, a snapshot table repair moves that table.
     /// </summary>
-    /// <exception cref="Qcow2CorruptImageException">The dirty image could not be repaired.</exception>
+    /// <exception cref="Qcow2CorruptImageException">The dirty image could not be repaired (the check failed, or corruptions or check errors remain).</exception>
+    /// <exception cref="IOException">Reading the file failed, or writing the repair to it failed (then with the same advice).</exception>
     private void RepairDirtyImage()
     {
-        // Single call site of the checker's repair; it rewrites refcounts on the storage.
-        var result = Check.Qcow2Checker.Check(_file, new Check.CheckOptions { Repair = Check.RepairMode.All });
-        _file.Read(0, _headerBuffer);
-        ulong incompatible = BinaryPrimitives.ReadUInt64BigEndian(_headerBuffer.AsSpan(IncompatibleFeaturesOffset, 8));
+        var overlay = new RepairOverlay(_file, _clusterSize);
+        // Single call site of the checker's repair; it rewrites refcounts, here on the overlay.
+        var result = Check.Qcow2Checker.Check(overlay, new Check.CheckOptions { Repair = Check.RepairMode.All });
         if (result.FailureMessage is not null || result.Corruptions > 0 || result.CheckErrors > 0)
         {
-            if ((incompatible & (ulong)IncompatibleFeatures.Dirty) == 0)
-            {
-                // Keep the image marked as needing a repair.
-                Span<byte> d = stackalloc byte[8];
-                BinaryPrimitives.WriteUInt64BigEndian(d, incompatible | (ulong)IncompatibleFeatures.Dirty);
-                WriteHeaderBytes(IncompatibleFeaturesOffset, d);
-                _file.Flush();
-            }
+            ulong dirty = BinaryPrimitives.ReadUInt64BigEndian(_headerBuffer.AsSpan(IncompatibleFeaturesOffset, 8));
             string why = result.FailureMessage is not null
                 ? $"the check failed ({result.FailureMessage})"
                 : $"{result.Corruptions} corruption(s) and {result.CheckErrors} check error(s) remain after the repair";
-            throw new Qcow2CorruptImageException("header.incompatible_features", IncompatibleFeaturesOffset, incompatible,
-                $"Could not repair dirty image: {why}. Open it read-only, or repair it with a check.");
+            throw new Qcow2CorruptImageException("header.incompatible_features", IncompatibleFeaturesOffset, dirty, RepairRefusal(why));
         }
+        try
+        {
+            overlay.WriteToInner();
+        }
+        catch (IOException e)
+        {
+            throw new IOException(RepairRefusal($"writing the repair failed ({e.Message})"), e);
+        }
+        _file.Read(0, _headerBuffer);
+        ulong incompatible = BinaryPrimitives.ReadUInt64BigEndian(_headerBuffer.AsSpan(IncompatibleFeaturesOffset, 8));
         if ((incompatible & (ulong)IncompatibleFeatures.Dirty) != 0)
         {
-            _file.Flush();
+            // A clean repair clears the bit itself; this covers a repair pass that left it to the double check.
             Span<byte> b = stackalloc byte[8];
             BinaryPrimitives.WriteUInt64BigEndian(b, incompatible & ~(ulong)IncompatibleFeatures.Dirty);
             WriteHeaderBytes(IncompatibleFeaturesOffset, b);
             _file.Flush();
         }
+    }
+
+    private static string RepairRefusal(string why) =>
+        $"Could not repair dirty image: {why}. Open it read-only, or repair it with a check.";
+
+    /// <summary>
+    /// The image file as the dirty-image repair sees it: reads pass through to the file except where
+    /// the repair wrote, and the writes stay in memory (whole clusters, copied on first write) until
+    /// <see cref="WriteToInner"/>. The checker only grows the file.
+    /// </summary>
+    private sealed class RepairOverlay(IStorage inner, int pageSize) : IStorage
+    {
+        private readonly Dictionary<long, byte[]> _pages = [];
+        private readonly long _innerLength = inner.Length;
+        private long _length = inner.Length;
+
+        public long Length => _length;
+
+        public bool CanWrite => true;
+
+        public string Name => inner.Name;
+
+        public int Read(long offset, Span<byte> destination)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(offset);
+            if (offset >= _length) return 0;
+            int n = (int)Math.Min(destination.Length, _length - offset);
+            int done = 0;
+            while (done < n)
+            {
+                long pos = offset + done;
+                long page = pos / pageSize;
+                int inPage = (int)(pos - page * pageSize);
+                int chunk = Math.Min(n - done, pageSize - inPage);
+                var dst = destination.Slice(done, chunk);
+                if (_pages.TryGetValue(page, out var bytes))
+                {
+                    bytes.AsSpan(inPage, chunk).CopyTo(dst);
+                }
+                else
+                {
+                    // Pages the repair did not write, as far as they run: one read of the file.
+                    long runEnd = (page + 1) * pageSize;
+                    while (runEnd < offset + n && !_pages.ContainsKey(runEnd / pageSize)) runEnd += pageSize;
+                    chunk = (int)(Math.Min(runEnd, offset + n) - pos);
+                    dst = destination.Slice(done, chunk);
+                    ReadInner(pos, dst);
+                }
+                done += chunk;
+            }
+            return n;
+        }
+
+        /// <summary>Reads the file as it was; past its end (the overlay grew) zeros.</summary>
+        private void ReadInner(long pos, Span<byte> dst)
+        {
+            int got = pos >= _innerLength ? 0 : inner.Read(pos, dst[..(int)Math.Min(dst.Length, _innerLength - pos)]);
+            dst[got..].Clear();
+        }
+
+        public ValueTask<int> ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default) =>
+            ValueTask.FromResult(Read(offset, destination.Span));
+
+        public void Write(long offset, ReadOnlySpan<byte> source)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(offset);
+            int done = 0;
+            while (done < source.Length)
+            {
+                long pos = offset + done;
+                long page = pos / pageSize;
+                int inPage = (int)(pos - page * pageSize);
+                int chunk = Math.Min(source.Length - done, pageSize - inPage);
+                if (!_pages.TryGetValue(page, out var bytes))
+                {
+                    bytes = new byte[pageSize];
+                    ReadInner(page * pageSize, bytes);
+                    _pages.Add(page, bytes);
+                }
+                source.Slice(done, chunk).CopyTo(bytes.AsSpan(inPage));
+                done += chunk;
+            }
+            _length = Math.Max(_length, offset + source.Length);
+        }
+
+        public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default)
+        {
+            Write(offset, source.Span);
+            return ValueTask.CompletedTask;
+        }
+
+        public void Flush()
+        {
+        }
+
+        public ValueTask FlushAsync(CancellationToken cancellationToken = default) => ValueTask.CompletedTask;
+
+        public void SetLength(long length)
+        {
+            if (length < _length)
+                throw new NotSupportedException("The dirty-image repair does not shrink the file.");
+            _length = length;
+        }
+
+        /// <summary>
+        /// Writes what the repair changed to the file: its new length, every changed cluster but the
+        /// header's, a flush, then the header cluster and a flush.
+        /// </summary>
+        public void WriteToInner()
+        {
+            if (_pages.Count == 0 && _length == _innerLength) return;
+            if (_length > inner.Length) inner.SetLength(_length);
+            var order = new List<long>(_pages.Keys);
+            order.Sort();
+            foreach (long page in order)
+            {
+                if (page != 0) WritePage(page);
+            }
+            inner.Flush();
+            if (_pages.ContainsKey(0)) WritePage(0);
+            inner.Flush();
+        }
+
+        private void WritePage(long page)
+        {
+            long at = page * pageSize;
+            int n = (int)Math.Min(pageSize, _length - at);
+            if (n > 0) inner.Write(at, _pages[page].AsSpan(0, n));
+        }
+
+        public void Dispose()
+        {
+        }
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
     }
 
     /// <summary>Clusters holding metadata, for the pre-write overlap check (QEMU's "cached" set).</summary>
