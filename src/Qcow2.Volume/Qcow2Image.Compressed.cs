@@ -58,6 +58,9 @@ public sealed partial class Qcow2Image
             throw new ArgumentException("Compressed writes cover whole clusters (the last cluster of the disk may be short).", nameof(offset));
         if (_dataFile is not null)
             throw new InvalidOperationException("Images with an external data file cannot hold compressed clusters.");
+        if (_encryption != CryptMethod.None)
+            throw new Qcow2UnsupportedImageException("encryption",
+                "Compressed writes to encrypted images are refused: the compressed clusters would be stored unencrypted (QEMU 7.2 does store them so).");
         if (_codec is null)
             throw new Qcow2UnsupportedImageException("compression_type", $"The native library for {_compressionType} compression is not available.");
     }

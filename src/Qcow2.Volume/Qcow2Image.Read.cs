@@ -81,6 +81,11 @@ public sealed partial class Qcow2Image
             switch (ext.Kind)
             {
                 case ExtentKind.Data:
+                    if (_crypto is not null)
+                    {
+                        await ReadDecryptedAsync<TIo>(ext.HostOffset, offset, part, ct).ConfigureAwait(false);
+                        break;
+                    }
                     int got = await TIo.ReadAsync(DataStorage, ext.HostOffset, part, ct).ConfigureAwait(false);
                     // Host data past the end of the file (a sparse tail) reads as zeros.
                     if (got < n) part.Span[Math.Max(got, 0)..].Clear();

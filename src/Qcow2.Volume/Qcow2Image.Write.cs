@@ -96,7 +96,8 @@ public sealed partial class Qcow2Image
         Interlocked.Increment(ref _activeDataIo);
         try
         {
-            await WritePlannedAsync<TIo>(offset, source, ct).ConfigureAwait(false);
+            if (_crypto is not null) await WriteEncryptedImageAsync<TIo>(offset, source, ct).ConfigureAwait(false);
+            else await WritePlannedAsync<TIo>(offset, source, ct).ConfigureAwait(false);
         }
         finally
         {
@@ -123,7 +124,7 @@ public sealed partial class Qcow2Image
             int n = plan.Length;
             if (plan.Kind == PlanKind.InPlace)
             {
-                await TIo.WriteAsync(DataStorage, plan.HostOffset, source[..n], ct).ConfigureAwait(false);
+                await WriteDataAsync<TIo>(plan.HostOffset, offset, source[..n], ct).ConfigureAwait(false);
                 _dataWrittenSinceSync = true;
             }
             else
@@ -287,7 +288,7 @@ public sealed partial class Qcow2Image
         {
             if (head == 0 && tail == 0)
             {
-                await TIo.WriteAsync(DataStorage, plan.HostOffset + plan.RegionStart, source, ct).ConfigureAwait(false);
+                await WriteDataAsync<TIo>(plan.HostOffset + plan.RegionStart, regionGuestStart, source, ct).ConfigureAwait(false);
             }
             else
             {
@@ -298,6 +299,7 @@ public sealed partial class Qcow2Image
                 if (head > 0) await ReadCoreAsync<TIo>(regionGuestStart, region[..head], ct).ConfigureAwait(false);
                 source.CopyTo(region[head..]);
                 if (tail > 0) await ReadCoreAsync<TIo>(offset + source.Length, region[(head + source.Length)..], ct).ConfigureAwait(false);
+                EncryptOwnedBuffer(region.Span, plan.HostOffset + plan.RegionStart, regionGuestStart);
                 await TIo.WriteAsync(DataStorage, plan.HostOffset + plan.RegionStart, region, ct).ConfigureAwait(false);
             }
             _dataWrittenSinceSync = true;

@@ -185,10 +185,13 @@ public sealed partial class Qcow2Image : IDiskImage
         if (header.CryptMethod is not (Qcow2Constants.CryptNone or Qcow2Constants.CryptAes or Qcow2Constants.CryptLuks))
             throw new Qcow2UnsupportedImageException("encryption", $"Unknown encryption method (crypt_method {header.CryptMethod}).");
         _encryption = (CryptMethod)header.CryptMethod;
-        if (_encryption != CryptMethod.None && !_readOnly)
+        byte[]? secret = _encryption == CryptMethod.None ? null : options.EncryptionSecret;
+        if (_encryption != CryptMethod.None && secret is null && !_readOnly)
             throw new Qcow2UnsupportedImageException("encryption",
-                $"Encrypted images (crypt_method {header.CryptMethod}) can only be opened read-only, for their metadata: data encryption is not supported.");
+                $"Encrypted images (crypt_method {header.CryptMethod}) open read-write only with their secret (Qcow2OpenOptions.EncryptionSecret); without it, read-only for their metadata.");
         if (_encryption == CryptMethod.Luks) _luks = ReadLuksHeader(fileLength);
+        // Unlocked before anything is written, so a refused secret leaves the file untouched.
+        if (secret is not null) UnlockEncryption(secret);
 
         _compressionType = header.HasCompressionTypeField ? header.CompressionType : CompressionType.Zlib;
         if (_compressionType is not (CompressionType.Zlib or CompressionType.Zstd))
@@ -298,6 +301,7 @@ public sealed partial class Qcow2Image : IDiskImage
         _dataFileName = parent._dataFileName;
         _encryption = parent._encryption;
         _luks = parent._luks;
+        _crypto = parent._crypto;
         _refTable = parent._refTable;
         _refTableOffset = parent._refTableOffset;
         _refTableClusters = parent._refTableClusters;
@@ -603,9 +607,9 @@ public sealed partial class Qcow2Image : IDiskImage
 
     private void ThrowIfEncrypted()
     {
-        if (_encryption != CryptMethod.None)
+        if (_encryption != CryptMethod.None && _crypto is null)
             throw new Qcow2UnsupportedImageException("encryption",
-                $"The image is encrypted ({(_encryption == CryptMethod.Luks ? "luks" : "aes")}): its data cannot be read without key support, which this toolkit does not have.");
+                $"The image is encrypted ({(_encryption == CryptMethod.Luks ? "luks" : "aes")}): its data cannot be read without its secret (Qcow2OpenOptions.EncryptionSecret).");
     }
 
     private Qcow2ImageInfo BuildInfo(bool wasDirty) => new()
@@ -663,6 +667,7 @@ public sealed partial class Qcow2Image : IDiskImage
                 if (_ownsBacking) _backing?.Dispose();
                 if (_ownsDataFile) _dataFile?.Dispose();
                 if (_ownsFile) _file.Dispose();
+                _crypto?.Dispose();
             }
         }
     }

@@ -28,6 +28,16 @@ public sealed record Qcow2OpenOptions
     public int MaxChainDepth { get; init; } = Qcow2.Spans.Qcow2Limits.MaxChainDepth;
 
     /// <summary>
+    /// The secret of an encrypted image (the bytes of QEMU's secret object, e.g. the UTF-8 passphrase),
+    /// or null. With it, LUKS (crypt_method 2) and legacy AES (crypt_method 1) images open read-write and
+    /// their data is decrypted and encrypted on the fly; a LUKS secret that opens no key slot throws
+    /// <see cref="Crypto.Qcow2KeyException"/> (legacy AES cannot tell a wrong secret). Backing files are
+    /// opened with the same secret. Ignored for unencrypted images. Without it an encrypted image opens
+    /// read-only, for its metadata only.
+    /// </summary>
+    public byte[]? EncryptionSecret { get; init; }
+
+    /// <summary>
     /// Whether the backing chain is opened (true by default). When false the image opens with no
     /// backing layer even if it names a backing file (which need not exist; <see cref="Qcow2ImageInfo.BackingFile"/>
     /// still reports the name): reads of ranges the image does not allocate return zeros instead of the

@@ -76,6 +76,42 @@ internal static class QemuTools
         }
     }
 
+    /// <summary>The qemu-img/qemu-io arguments that open an encrypted qcow2 file with <paramref name="secret"/> (object id sec0).</summary>
+    public static string[] EncryptedImageArgs(string file, string secret) =>
+        ["--object", $"secret,id=sec0,data={secret}", "--image-opts", $"driver=qcow2,file.filename={file},encrypt.key-secret=sec0"];
+
+    /// <summary>qemu-io on an encrypted qcow2 file opened with its secret; throws when it fails.</summary>
+    public static string IoEncrypted(string file, string secret, params string[] commands)
+    {
+        var args = new List<string>(EncryptedImageArgs(file, secret));
+        foreach (var c in commands) { args.Add("-c"); args.Add(c); }
+        var (code, stdout, stderr) = Run(QemuIo, args.ToArray());
+        if (code != 0 || stdout.Contains("failed", StringComparison.OrdinalIgnoreCase))
+            throw new InvalidOperationException($"qemu-io {string.Join(' ', args)} exited {code}: {stderr}{stdout}");
+        return stdout;
+    }
+
+    /// <summary>The guest content of an encrypted qcow2 file as qemu-img convert to raw sees it.</summary>
+    public static byte[] ReadEncryptedWithQemu(string file, string secret)
+    {
+        string raw = file + ".qemu.raw";
+        var args = new List<string> { "convert" };
+        args.AddRange(EncryptedImageArgs(file, secret));
+        args.AddRange(["-O", "raw", raw]);
+        Img(args.ToArray());
+        try { return File.ReadAllBytes(raw); }
+        finally { File.Delete(raw); }
+    }
+
+    /// <summary>qemu-img check of an encrypted qcow2 file opened with its secret: (exit code, output).</summary>
+    public static (int ExitCode, string Output) CheckEncrypted(string file, string secret)
+    {
+        var args = new List<string> { "check" };
+        args.AddRange(EncryptedImageArgs(file, secret));
+        var (code, stdout, stderr) = Run(QemuImg, args.ToArray());
+        return (code, stdout + stderr);
+    }
+
     /// <summary>Runs qemu-io with the given commands against a file and throws when it fails.</summary>
     public static string Io(string file, string format, params string[] commands)
     {

@@ -1,0 +1,131 @@
+using System.Security.Cryptography;
+using System.Text;
+using Qcow2.Spans;
+using Qcow2.Spans.Layout;
+using Qcow2.Volume.Storage;
+
+namespace Qcow2.Volume.Crypto;
+
+/// <summary>
+/// Unlocks the master key of a LUKS1 header held inside a qcow2 image (luks1-notes.md, sections 1-4):
+/// for each active key slot in order, PBKDF2 of the secret with the slot's salt and iterations gives
+/// the slot key; the slot's key material, decrypted with it as sectors numbered from 0, merges (AF) into
+/// a candidate master key; PBKDF2 of the candidate must reproduce the header's 20-byte digest.
+/// </summary>
+/// <remarks>
+/// Every number that sizes work or memory comes from the untrusted header and is checked first:
+/// stripes must be QEMU's 4000 (so key material is at most 64 × 4000 bytes), the key size must fit the
+/// cipher, and PBKDF2 iteration counts are capped at <see cref="MaxIterations"/> (QEMU has no cap; its
+/// own images use what two seconds of hashing give, far below it).
+/// </remarks>
+internal static class LuksKeyStore
+{
+    public const uint SlotEnabled = 0x00AC71F3;
+    public const uint SlotDisabled = 0x0000DEAD;
+
+    /// <summary>The anti-forensic stripe count QEMU writes and requires.</summary>
+    public const int Stripes = 4000;
+
+    /// <summary>The largest PBKDF2 iteration count accepted (about a minute of SHA-512 at worst).</summary>
+    public const uint MaxIterations = 1u << 26;
+
+    public const int SlotCount = 8;
+    public const int DigestBytes = 20;
+    public const int SaltBytes = 32;
+    public const int HeaderBytes = LuksPartitionHeaderView.SizeInBytes;
+
+    /// <summary>The key slots' material starts no earlier than this (QEMU and cryptsetup align it to 4 KiB).</summary>
+    public const int FirstKeyMaterialOffset = 4096;
+
+    public static ReadOnlySpan<byte> Magic => [(byte)'L', (byte)'U', (byte)'K', (byte)'S', 0xBA, 0xBE];
+
+    /// <summary>Unlocks the header at <paramref name="regionOffset"/> of <paramref name="file"/> (the region is <paramref name="regionLength"/> bytes).</summary>
+    /// <exception cref="Qcow2CorruptImageException">The header or a key slot is malformed.</exception>
+    /// <exception cref="Qcow2UnsupportedImageException">The cipher, hash or an iteration count is beyond what is supported.</exception>
+    /// <exception cref="Qcow2KeyException">No active key slot accepts the secret.</exception>
+    public static SectorCipher Unlock(IStorage file, long regionOffset, long regionLength, ReadOnlySpan<byte> secret)
+    {
+        byte[] headerBytes = new byte[HeaderBytes];
+        int got = file.Read(regionOffset, headerBytes);
+        if (got < HeaderBytes)
+            throw new Qcow2CorruptImageException("LUKS header", regionOffset, (ulong)Math.Max(got, 0), "The LUKS header is truncated.");
+        var h = LuksPartitionHeaderReadOnlyView.Create(headerBytes);
+        if (!h.Magic.SequenceEqual(Magic))
+            throw new Qcow2CorruptImageException("LUKS header.magic", regionOffset, 0, "The encryption header is not a LUKS header (bad magic).");
+        if (h.Version != 1)
+            throw new Qcow2UnsupportedImageException("encryption", $"Unsupported LUKS version {h.Version}.");
+
+        var spec = LuksCipherSpec.Parse(Text(h.CipherName), Text(h.CipherMode), h.KeyBytes);
+        var hash = CryptoHash.Get(Text(h.HashSpec), "PBKDF2");
+        int keyBytes = spec.KeyBytes;
+        uint digestIterations = h.MasterKeyDigestIterations;
+        CheckIterations(digestIterations, "LUKS header.mk_digest_iterations", regionOffset + LuksPartitionHeaderView.MasterKeyDigestIterationsOffset);
+
+        // Validate every slot before spending time on any of them.
+        int materialBytes = keyBytes * Stripes;
+        Span<int> active = stackalloc int[SlotCount];
+        int activeCount = 0;
+        for (int i = 0; i < SlotCount; i++)
+        {
+            long slotAt = regionOffset + LuksPartitionHeaderView.KeySlotsOffset + i * LuksKeySlotView.SizeInBytes;
+            var slot = LuksKeySlotReadOnlyView.Create(h.KeySlots.Slice(i * LuksKeySlotView.SizeInBytes));
+            if (slot.Active == SlotDisabled) continue;
+            if (slot.Active != SlotEnabled)
+                throw new Qcow2CorruptImageException($"LUKS key slot {i}.active", slotAt, slot.Active, "The key slot state is neither enabled nor disabled.");
+            CheckIterations(slot.Iterations, $"LUKS key slot {i}.iterations", slotAt + LuksKeySlotView.IterationsOffset);
+            if (slot.Stripes != Stripes)
+                throw new Qcow2CorruptImageException($"LUKS key slot {i}.stripes", slotAt + LuksKeySlotView.StripesOffset, slot.Stripes,
+                    $"The key slot has {slot.Stripes} anti-forensic stripes; LUKS1 as QEMU writes it uses {Stripes}.");
+            long materialOffset = (long)slot.KeyMaterialOffset * SectorCipher.SectorSize;
+            if (materialOffset < HeaderBytes || materialOffset > regionLength - materialBytes)
+                throw new Qcow2CorruptImageException($"LUKS key slot {i}.key_material_offset", slotAt + LuksKeySlotView.KeyMaterialOffsetOffset, slot.KeyMaterialOffset,
+                    "The key material overlaps the LUKS header or extends past the encryption header region.");
+            if (regionOffset > file.Length - materialOffset - materialBytes)
+                throw new Qcow2CorruptImageException($"LUKS key slot {i}.key_material_offset", slotAt + LuksKeySlotView.KeyMaterialOffsetOffset, slot.KeyMaterialOffset,
+                    "The key material extends past the end of the file.");
+            active[activeCount++] = i;
+        }
+
+        byte[] material = new byte[materialBytes];
+        byte[] slotKey = new byte[keyBytes];
+        byte[] candidate = new byte[keyBytes];
+        Span<byte> digest = stackalloc byte[DigestBytes];
+        try
+        {
+            for (int a = 0; a < activeCount; a++)
+            {
+                var slot = LuksKeySlotReadOnlyView.Create(h.KeySlots.Slice(active[a] * LuksKeySlotView.SizeInBytes));
+                hash.Pbkdf2(secret, slot.Salt, (int)slot.Iterations, slotKey);
+                int read = file.Read(regionOffset + (long)slot.KeyMaterialOffset * SectorCipher.SectorSize, material);
+                if (read < material.Length) material.AsSpan(Math.Max(read, 0)).Clear();
+                using (var slotCipher = spec.Create(slotKey)) slotCipher.Decrypt(material, 0);
+                AntiForensicSplitter.Merge(material, Stripes, hash, candidate);
+                hash.Pbkdf2(candidate, h.MasterKeyDigestSalt, (int)digestIterations, digest);
+                if (CryptographicOperations.FixedTimeEquals(digest, h.MasterKeyDigest))
+                    return spec.Create(candidate);
+            }
+        }
+        finally
+        {
+            CryptographicOperations.ZeroMemory(material);
+            CryptographicOperations.ZeroMemory(slotKey);
+            CryptographicOperations.ZeroMemory(candidate);
+        }
+        throw new Qcow2KeyException("Invalid password, cannot unlock any keyslot.");
+    }
+
+    private static void CheckIterations(uint iterations, string field, long offset)
+    {
+        if (iterations == 0)
+            throw new Qcow2CorruptImageException(field, offset, 0, "The PBKDF2 iteration count is zero.");
+        if (iterations > MaxIterations)
+            throw new Qcow2UnsupportedImageException("encryption",
+                $"{field} asks for {iterations} PBKDF2 iterations; at most {MaxIterations} are accepted.");
+    }
+
+    internal static string Text(ReadOnlySpan<byte> field)
+    {
+        int nul = field.IndexOf((byte)0);
+        return Encoding.ASCII.GetString(nul < 0 ? field : field[..nul]);
+    }
+}

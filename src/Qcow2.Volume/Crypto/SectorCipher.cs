@@ -1,0 +1,207 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Numerics;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+
+namespace Qcow2.Volume.Crypto;
+
+/// <summary>How the per-sector IV is made from the sector number (dm-crypt's names).</summary>
+internal enum IvGeneratorKind : byte
+{
+    /// <summary>The low 32 bits of the sector number, little-endian, zero padded.</summary>
+    Plain,
+
+    /// <summary>The 64-bit sector number, little-endian, zero padded.</summary>
+    Plain64,
+
+    /// <summary>The plain64 block encrypted (ECB) with a key that is the hash of the data key.</summary>
+    Essiv,
+}
+
+/// <summary>
+/// Encrypts and decrypts runs of 512-byte sectors, each with its own IV from its sector number, as
+/// QEMU's block crypto layer (and dm-crypt) does. The last sector of a run may be shorter (a multiple of
+/// the 16-byte block): LUKS key material is not always a whole number of sectors. Thread-safe: cipher
+/// instances are rented per call.
+/// </summary>
+internal abstract class SectorCipher : IDisposable
+{
+    public const int SectorSize = 512;
+    public const int SectorShift = 9;
+    public const int BlockSize = 16;
+
+    /// <summary>Sectors handled per batch (bounds the pooled scratch buffers).</summary>
+    protected const int ChunkBytes = 64 * 1024;
+
+    private readonly IvGeneratorKind _ivKind;
+    private readonly AesKeyPool? _essiv;
+
+    protected SectorCipher(IvGeneratorKind ivKind, AesKeyPool? essiv)
+    {
+        _ivKind = ivKind;
+        _essiv = essiv;
+    }
+
+    /// <summary>Encrypts <paramref name="data"/> in place; its first sector is number <paramref name="firstSector"/>.</summary>
+    public void Encrypt(Span<byte> data, long firstSector) => Transform(data, firstSector, encrypt: true);
+
+    /// <summary>Decrypts <paramref name="data"/> in place; its first sector is number <paramref name="firstSector"/>.</summary>
+    public void Decrypt(Span<byte> data, long firstSector) => Transform(data, firstSector, encrypt: false);
+
+    private void Transform(Span<byte> data, long firstSector, bool encrypt)
+    {
+        if ((data.Length & (BlockSize - 1)) != 0)
+            throw new ArgumentException("Encrypted data is a whole number of 16-byte blocks.", nameof(data));
+        if (data.IsEmpty) return;
+        byte[] ivs = ArrayPool<byte>.Shared.Rent(ChunkBytes / SectorSize * BlockSize);
+        try
+        {
+            long sector = firstSector;
+            while (!data.IsEmpty)
+            {
+                int n = Math.Min(ChunkBytes, data.Length);
+                int sectors = (n + SectorSize - 1) >> SectorShift;
+                var ivSpan = ivs.AsSpan(0, sectors * BlockSize);
+                FillIvs(ivSpan, sector);
+                TransformChunk(data[..n], ivSpan, encrypt);
+                sector += sectors;
+                data = data[n..];
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(ivs);
+        }
+    }
+
+    /// <summary>Transforms at most <see cref="ChunkBytes"/> bytes: sector <c>i</c> of <paramref name="data"/> has IV <c>ivs[16i..16i+16]</c>.</summary>
+    protected abstract void TransformChunk(Span<byte> data, ReadOnlySpan<byte> ivs, bool encrypt);
+
+    private void FillIvs(Span<byte> ivs, long firstSector)
+    {
+        ivs.Clear();
+        for (int i = 0; i < ivs.Length / BlockSize; i++)
+        {
+            var iv = ivs.Slice(i * BlockSize, BlockSize);
+            ulong sector = (ulong)(firstSector + i);
+            if (_ivKind == IvGeneratorKind.Plain) BinaryPrimitives.WriteUInt32LittleEndian(iv, (uint)sector);
+            else BinaryPrimitives.WriteUInt64LittleEndian(iv, sector);
+        }
+        if (_ivKind == IvGeneratorKind.Essiv)
+        {
+            using var lease = _essiv!.Rent();
+            lease.Aes.EncryptEcb(ivs, ivs, PaddingMode.None);
+        }
+    }
+
+    /// <summary>XORs <paramref name="mask"/> into <paramref name="data"/> (same length).</summary>
+    protected static void Xor(Span<byte> data, ReadOnlySpan<byte> mask)
+    {
+        var d = MemoryMarshal.Cast<byte, Vector<byte>>(data);
+        var m = MemoryMarshal.Cast<byte, Vector<byte>>(mask);
+        for (int i = 0; i < d.Length; i++) d[i] ^= m[i];
+        for (int i = d.Length * Vector<byte>.Count; i < data.Length; i++) data[i] ^= mask[i];
+    }
+
+    public virtual void Dispose() => _essiv?.Dispose();
+}
+
+/// <summary>
+/// AES-XTS (IEEE 1619) without ciphertext stealing: the IV of each sector, encrypted with the second
+/// key, is the tweak of its first block; each next block's tweak is the previous one multiplied by
+/// x in GF(2^128) (little-endian bytes, reduction 0x87). Built on ECB: one call encrypts every tweak of
+/// a batch, one whitens-encrypts-whitens the data.
+/// </summary>
+internal sealed class XtsSectorCipher : SectorCipher
+{
+    private readonly AesKeyPool _dataKey;
+    private readonly AesKeyPool _tweakKey;
+
+    /// <param name="key">The XTS key: the data key followed by the tweak key, of equal length (32, 48 or 64 bytes).</param>
+    /// <param name="ivKind">How sector numbers become IVs (tweaks).</param>
+    /// <param name="essiv">The ESSIV key, or null; disposed with this cipher.</param>
+    public XtsSectorCipher(ReadOnlySpan<byte> key, IvGeneratorKind ivKind, AesKeyPool? essiv)
+        : base(ivKind, essiv)
+    {
+        if (key.Length is not (32 or 48 or 64))
+            throw new ArgumentException($"An XTS-AES key is 32, 48 or 64 bytes, not {key.Length}.", nameof(key));
+        _dataKey = new AesKeyPool(key[..(key.Length / 2)]);
+        _tweakKey = new AesKeyPool(key[(key.Length / 2)..]);
+    }
+
+    protected override void TransformChunk(Span<byte> data, ReadOnlySpan<byte> ivs, bool encrypt)
+    {
+        byte[] tweakBuffer = ArrayPool<byte>.Shared.Rent(data.Length + ivs.Length);
+        try
+        {
+            var tweaks = tweakBuffer.AsSpan(0, data.Length);
+            var first = tweakBuffer.AsSpan(data.Length, ivs.Length);
+            using (var lease = _tweakKey.Rent()) lease.Aes.EncryptEcb(ivs, first, PaddingMode.None);
+            for (int s = 0; s < ivs.Length / BlockSize; s++)
+            {
+                ulong lo = BinaryPrimitives.ReadUInt64LittleEndian(first.Slice(s * BlockSize));
+                ulong hi = BinaryPrimitives.ReadUInt64LittleEndian(first.Slice(s * BlockSize + 8));
+                int end = Math.Min(data.Length, (s + 1) * SectorSize);
+                for (int at = s * SectorSize; at < end; at += BlockSize)
+                {
+                    BinaryPrimitives.WriteUInt64LittleEndian(tweaks.Slice(at), lo);
+                    BinaryPrimitives.WriteUInt64LittleEndian(tweaks.Slice(at + 8), hi);
+                    // Multiply by x: shift the 128-bit little-endian value left, fold the carry back.
+                    ulong carry = hi >> 63;
+                    hi = (hi << 1) | (lo >> 63);
+                    lo = (lo << 1) ^ (carry * 0x87);
+                }
+            }
+            Xor(data, tweaks);
+            using (var lease = _dataKey.Rent())
+            {
+                if (encrypt) lease.Aes.EncryptEcb(data, data, PaddingMode.None);
+                else lease.Aes.DecryptEcb(data, data, PaddingMode.None);
+            }
+            Xor(data, tweaks);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(tweakBuffer);
+        }
+    }
+
+    public override void Dispose()
+    {
+        _dataKey.Dispose();
+        _tweakKey.Dispose();
+        base.Dispose();
+    }
+}
+
+/// <summary>AES-CBC restarted at every sector with that sector's IV.</summary>
+internal sealed class CbcSectorCipher : SectorCipher
+{
+    private readonly AesKeyPool _key;
+
+    public CbcSectorCipher(ReadOnlySpan<byte> key, IvGeneratorKind ivKind, AesKeyPool? essiv)
+        : base(ivKind, essiv)
+    {
+        _key = new AesKeyPool(key);
+    }
+
+    protected override void TransformChunk(Span<byte> data, ReadOnlySpan<byte> ivs, bool encrypt)
+    {
+        using var lease = _key.Rent();
+        var aes = lease.Aes;
+        for (int s = 0; s * SectorSize < data.Length; s++)
+        {
+            var sector = data.Slice(s * SectorSize, Math.Min(SectorSize, data.Length - s * SectorSize));
+            var iv = ivs.Slice(s * BlockSize, BlockSize);
+            if (encrypt) aes.EncryptCbc(sector, iv, sector, PaddingMode.None);
+            else aes.DecryptCbc(sector, iv, sector, PaddingMode.None);
+        }
+    }
+
+    public override void Dispose()
+    {
+        _key.Dispose();
+        base.Dispose();
+    }
+}
