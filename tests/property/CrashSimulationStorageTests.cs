@@ -153,4 +153,76 @@ public class CrashSimulationStorageTests
         crash.RestoreAfterPowerCut(3, _ => CrashWriteFate.Keep, new Random(0), target);
         Assert.Equal(2048, target.Length);
     }
+
+    /// <summary>An image file and a data file on one machine: events interleaved on one clock.</summary>
+    private static (CrashSimulationStorage Image, CrashSimulationStorage Data) TwoFiles()
+    {
+        var clock = new CrashSimulationClock();
+        var image = new CrashSimulationStorage(new MemoryStorage(ReferenceDiskTests.Filled(2048, 0x11)), clock);
+        var data = new CrashSimulationStorage(new MemoryStorage(ReferenceDiskTests.Filled(2048, 0x22)), clock);
+        data.Write(0, ReferenceDiskTests.Filled(512, 0xd0));    // time 0, data event 0
+        image.Write(0, ReferenceDiskTests.Filled(512, 0xa0));   // time 1, image event 0
+        data.Flush();                                           // time 2, data event 1
+        image.Write(512, ReferenceDiskTests.Filled(512, 0xa1)); // time 3, image event 1
+        data.Write(512, ReferenceDiskTests.Filled(512, 0xd1));  // time 4, data event 2
+        image.Flush();                                          // time 5, image event 2
+        return (image, data);
+    }
+
+    [Fact]
+    public void SharedClock_EventsOfBothStorages_AreNumberedOnOneCount()
+    {
+        var (image, data) = TwoFiles();
+        Assert.Same(image.Clock, data.Clock);
+        Assert.Equal(6, image.Clock.EventCount);
+        Assert.Equal([1, 3, 5], image.Events.Select(e => e.Time));
+        Assert.Equal([0, 2, 4], data.Events.Select(e => e.Time));
+        // A cut at time t: each storage had seen its events before t.
+        Assert.Equal([0, 0, 1, 1, 2, 2, 3], Enumerable.Range(0, 7).Select(image.EventCountAt));
+        Assert.Equal([0, 1, 1, 2, 2, 3, 3], Enumerable.Range(0, 7).Select(data.EventCountAt));
+        Assert.Throws<ArgumentOutOfRangeException>(() => data.EventCountAt(7));
+    }
+
+    [Fact]
+    public void SharedClock_CutBetweenTheFilesFlushes_EachKeepsOnlyWhatItsOwnFlushMadeDurable()
+    {
+        var (image, data) = TwoFiles();
+        // Cut at time 5: the data file's flush (time 2) made its first write durable, its second is at
+        // risk; the image file never completed a flush, so both its writes are at risk.
+        var imageAfter = new MemoryStorage();
+        var dataAfter = new MemoryStorage();
+        image.RestoreAfterPowerCut(image.EventCountAt(5), _ => CrashWriteFate.Drop, new Random(1), imageAfter);
+        data.RestoreAfterPowerCut(data.EventCountAt(5), _ => CrashWriteFate.Drop, new Random(1), dataAfter);
+        Assert.All(Contents(imageAfter), b => Assert.Equal(0x11, b));
+        var d = Contents(dataAfter);
+        Assert.All(d[..512], b => Assert.Equal(0xd0, b));
+        Assert.All(d[512..], b => Assert.Equal(0x22, b));
+
+        // After the image's flush (time 6) its writes are durable; the data file's second write still is not.
+        imageAfter = new MemoryStorage();
+        dataAfter = new MemoryStorage();
+        image.RestoreAfterPowerCut(image.EventCountAt(6), _ => CrashWriteFate.Drop, new Random(1), imageAfter);
+        data.RestoreAfterPowerCut(data.EventCountAt(6), _ => CrashWriteFate.Drop, new Random(1), dataAfter);
+        var i = Contents(imageAfter);
+        Assert.All(i[..512], b => Assert.Equal(0xa0, b));
+        Assert.All(i[512..1024], b => Assert.Equal(0xa1, b));
+        Assert.All(Contents(dataAfter)[512..1024], b => Assert.Equal(0x22, b));
+    }
+
+    [Fact]
+    public void SharedClock_ArmPowerCut_StopsEveryStorageOfTheMachine()
+    {
+        var clock = new CrashSimulationClock();
+        var a = new CrashSimulationStorage(new MemoryStorage(), clock);
+        var b = new CrashSimulationStorage(new MemoryStorage(), clock);
+        clock.ArmPowerCut(3);
+        a.Write(0, new byte[10]);
+        b.Write(0, new byte[10]);
+        a.Flush();
+        Assert.Throws<IOException>(() => b.Write(0, new byte[10]));
+        Assert.Throws<IOException>(() => a.Read(0, new byte[1]));
+        Assert.Equal(2, a.EventCount);
+        Assert.Equal(1, b.EventCount);
+        Assert.Equal(3, clock.EventCount);
+    }
 }

@@ -39,6 +39,26 @@ public class GeneratorAndShrinkerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Geometry_RequireDataFile_AlwaysHasOneRawOrNotAcrossClusterSizes()
+    {
+        // What the data-file power-cut property draws from.
+        var all = Sample(ScriptGenerators.Geometry(new GeometryOptions { MaxSize = 1 << 20, MaxClusterBits = 16, RequireDataFile = true }), 300);
+        Assert.All(all, g =>
+        {
+            Assert.True(g.IsValid, g.Describe());
+            Assert.True(g.ExternalDataFile, g.Describe());
+            Assert.False(g.Compat010, g.Describe());
+        });
+        Assert.Contains(all, g => g.DataFileRaw);
+        Assert.Contains(all, g => !g.DataFileRaw && g.Backing.Count > 0);
+        Assert.Contains(all, g => g.ExtendedL2);
+        Assert.Contains(all, g => g.LazyRefcounts);
+        Assert.Equal(Enumerable.Range(9, 8), all.Select(g => g.ClusterBits).Distinct().Order());
+        Assert.All(Sample(ScriptGenerators.Script(new GeometryOptions { MaxSize = 1 << 20, RequireDataFile = true }, 30), 100),
+            s => Assert.DoesNotContain(s.Commands, c => c is CompressedWriteCommand));
+    }
+
+    [Fact]
     public void Commands_Generated_StayWithinTheDiskAndHitEveryKindOfBoundary()
     {
         var scripts = Sample(ScriptGenerators.Script(Options, 30), 300);

@@ -28,6 +28,26 @@ public class ReferenceDiskTests
     }
 
     [Fact]
+    public void ReadPossible_AfterDiscard_MarksOnlyDiscardedBytesWithPriorAndBackingValues()
+    {
+        var disk = new ReferenceDisk(8192, [8192]);
+        disk.WriteLayer(1, 0, Filled(8192, 0xbb));
+        disk.Write(0, Filled(8192, 0xcc));
+        disk.Discard(4000, 200);
+        var values = new byte[8192];
+        var below = new byte[8192];
+        var uncertain = new bool[8192];
+        disk.ReadPossible(0, values, below, uncertain);
+        Assert.All(values, b => Assert.Equal(0xcc, b));
+        Assert.Equal(Enumerable.Range(4000, 200), Enumerable.Range(0, 8192).Where(i => uncertain[i]));
+        Assert.All(below[4000..4200], b => Assert.Equal(0xbb, b));
+        // Nothing was settled: the discarded bytes may still read as zero.
+        var observed = Filled(8192, 0xcc);
+        Array.Clear(observed, 4000, 200);
+        Assert.Null(disk.Verify(0, observed));
+    }
+
+    [Fact]
     public void Read_BackingChain_TopmostLayerWinsAndShortLayerReadsZero()
     {
         // top (8 KiB) -> mid (4 KiB) -> base (8 KiB): past mid's end the chain reads zero, not base.

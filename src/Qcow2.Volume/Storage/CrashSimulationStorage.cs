@@ -17,7 +17,37 @@ public enum CrashWriteFate
 /// <param name="Kind">Write, flush or length change.</param>
 /// <param name="Offset">Offset of a write; the new length for <see cref="StorageEventKind.SetLength"/>.</param>
 /// <param name="Data">The bytes of a write (empty otherwise).</param>
-public readonly record struct StorageEvent(StorageEventKind Kind, long Offset, ReadOnlyMemory<byte> Data);
+/// <param name="Time">The event's place on the storage's <see cref="CrashSimulationClock"/>: how many events
+/// every storage sharing that clock had recorded before it.</param>
+public readonly record struct StorageEvent(StorageEventKind Kind, long Offset, ReadOnlyMemory<byte> Data, int Time = 0);
+
+/// <summary>
+/// One machine's power supply for several <see cref="CrashSimulationStorage"/> instances, e.g. an image
+/// file and its external data file: their events are numbered on one shared count, so that one cut
+/// point, a time on this clock, says what each storage had seen when the power went. The storages
+/// sharing a clock also share one lock, so the order of the count is the order the media saw.
+/// </summary>
+public sealed class CrashSimulationClock
+{
+    internal readonly Lock Lock = new();
+    internal int Now;
+    internal int PowerCutAt = int.MaxValue;
+
+    /// <summary>The number of events recorded so far by every storage on this clock; a cut point is a time from 0 to this.</summary>
+    public int EventCount
+    {
+        get { lock (Lock) return Now; }
+    }
+
+    /// <summary>Makes every operation on every storage of this clock fail with <see cref="IOException"/> once <paramref name="eventCount"/> events are recorded in all.</summary>
+    /// <param name="eventCount">The cut time; <see cref="int.MaxValue"/> disarms.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="eventCount"/> is negative.</exception>
+    public void ArmPowerCut(int eventCount)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(eventCount);
+        lock (Lock) PowerCutAt = eventCount;
+    }
+}
 
 /// <summary>Kinds of <see cref="StorageEvent"/>.</summary>
 public enum StorageEventKind
@@ -47,6 +77,9 @@ public enum StorageEventKind
 /// device would.</para>
 /// <para>Disposing the wrapper does not dispose the inner storage, and the wrapper stays usable, so an
 /// image closed over it can be reopened.</para>
+/// <para>Several storages of one machine (an image and its external data file) share a
+/// <see cref="CrashSimulationClock"/>: a cut at clock time t is, for each of them, a cut after its
+/// <see cref="EventCountAt"/>(t) events; each keeps what its own last completed flush made durable.</para>
 /// </remarks>
 public sealed class CrashSimulationStorage : IStorage
 {
@@ -56,18 +89,32 @@ public sealed class CrashSimulationStorage : IStorage
     private readonly IStorage _inner;
     private readonly byte[] _initial;
     private readonly List<StorageEvent> _events = new();
-    private readonly Lock _lock = new();
+    private readonly CrashSimulationClock _clock;
+    private readonly Lock _lock;
     private int _powerCutAt = int.MaxValue;
 
-    /// <summary>Wraps <paramref name="inner"/> and starts recording.</summary>
+    /// <summary>Wraps <paramref name="inner"/> and starts recording, on a clock of its own.</summary>
     /// <param name="inner">The storage that receives every operation.</param>
     /// <exception cref="ArgumentNullException"><paramref name="inner"/> is null.</exception>
     /// <exception cref="ArgumentException">The inner storage is larger than 1 GiB.</exception>
     public CrashSimulationStorage(IStorage inner)
+        : this(inner, new CrashSimulationClock())
+    {
+    }
+
+    /// <summary>Wraps <paramref name="inner"/> and starts recording on <paramref name="clock"/>, shared with the machine's other storages.</summary>
+    /// <param name="inner">The storage that receives every operation.</param>
+    /// <param name="clock">The machine's clock.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="inner"/> or <paramref name="clock"/> is null.</exception>
+    /// <exception cref="ArgumentException">The inner storage is larger than 1 GiB.</exception>
+    public CrashSimulationStorage(IStorage inner, CrashSimulationClock clock)
     {
         ArgumentNullException.ThrowIfNull(inner);
+        ArgumentNullException.ThrowIfNull(clock);
         if (inner.Length > 1 << 30) throw new ArgumentException("crash simulation keeps a copy of the initial contents: at most 1 GiB", nameof(inner));
         _inner = inner;
+        _clock = clock;
+        _lock = clock.Lock;
         _initial = new byte[inner.Length];
         var done = 0;
         while (done < _initial.Length)
@@ -82,6 +129,30 @@ public sealed class CrashSimulationStorage : IStorage
     public int EventCount
     {
         get { lock (_lock) return _events.Count; }
+    }
+
+    /// <summary>The clock this storage records on.</summary>
+    public CrashSimulationClock Clock => _clock;
+
+    /// <summary>The number of this storage's events recorded before its clock reached <paramref name="clockTime"/>: the local cut point of a cut at that time.</summary>
+    /// <param name="clockTime">A time on <see cref="Clock"/>, 0 to its <see cref="CrashSimulationClock.EventCount"/>.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="clockTime"/> is out of range.</exception>
+    public int EventCountAt(int clockTime)
+    {
+        lock (_lock)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(clockTime);
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(clockTime, _clock.Now);
+            // Times only grow: find the first event at or after clockTime.
+            int lo = 0, hi = _events.Count;
+            while (lo < hi)
+            {
+                int mid = (lo + hi) >>> 1;
+                if (_events[mid].Time < clockTime) lo = mid + 1;
+                else hi = mid;
+            }
+            return lo;
+        }
     }
 
     /// <summary>A copy of the recorded events.</summary>
@@ -99,7 +170,7 @@ public sealed class CrashSimulationStorage : IStorage
     /// <inheritdoc/>
     public string Name => "crash-simulation(" + _inner.Name + ")";
 
-    /// <summary>Makes every operation after <paramref name="eventCount"/> recorded events fail with <see cref="IOException"/>.</summary>
+    /// <summary>Makes every operation after <paramref name="eventCount"/> events recorded by this storage fail with <see cref="IOException"/> (<see cref="CrashSimulationClock.ArmPowerCut"/> cuts every storage of the clock).</summary>
     /// <param name="eventCount">The cut point; <see cref="int.MaxValue"/> disarms.</param>
     public void ArmPowerCut(int eventCount)
     {
@@ -234,7 +305,7 @@ public sealed class CrashSimulationStorage : IStorage
         {
             ThrowIfCutLocked();
             _inner.Write(offset, source);
-            _events.Add(new StorageEvent(StorageEventKind.Write, offset, source.ToArray()));
+            Record(StorageEventKind.Write, offset, source.ToArray());
         }
     }
 
@@ -253,7 +324,7 @@ public sealed class CrashSimulationStorage : IStorage
         {
             ThrowIfCutLocked();
             _inner.Flush();
-            _events.Add(new StorageEvent(StorageEventKind.Flush, 0, ReadOnlyMemory<byte>.Empty));
+            Record(StorageEventKind.Flush, 0, ReadOnlyMemory<byte>.Empty);
         }
     }
 
@@ -272,7 +343,7 @@ public sealed class CrashSimulationStorage : IStorage
         {
             ThrowIfCutLocked();
             _inner.SetLength(length);
-            _events.Add(new StorageEvent(StorageEventKind.SetLength, length, ReadOnlyMemory<byte>.Empty));
+            Record(StorageEventKind.SetLength, length, ReadOnlyMemory<byte>.Empty);
         }
     }
 
@@ -291,6 +362,12 @@ public sealed class CrashSimulationStorage : IStorage
 
     private void ThrowIfCutLocked()
     {
-        if (_events.Count >= _powerCutAt) throw new IOException("simulated power cut: the device is gone");
+        if (_events.Count >= _powerCutAt || _clock.Now >= _clock.PowerCutAt) throw new IOException("simulated power cut: the device is gone");
+    }
+
+    private void Record(StorageEventKind kind, long offset, ReadOnlyMemory<byte> data)
+    {
+        _events.Add(new StorageEvent(kind, offset, data, _clock.Now));
+        _clock.Now++;
     }
 }

@@ -11,6 +11,8 @@ internal sealed record GeometryOptions
     public int MaxClusterBits { get; init; } = 21;
     public bool AllowBacking { get; init; } = true;
     public bool AllowDataFile { get; init; } = true;
+    /// <summary>Every geometry has an external data file (raw or not); implies v3.</summary>
+    public bool RequireDataFile { get; init; }
     public bool AllowCompat010 { get; init; } = true;
     public bool AllowReopen { get; init; } = true;
 }
@@ -36,12 +38,13 @@ internal static class ScriptGenerators
         return
             from clusterBits in bits
             from size in DiskSize(clusterBits, o.MaxSize)
-            from compat010 in o.AllowCompat010 ? Gen.Frequency((1, Gen.Constant(true)), (5, Gen.Constant(false))) : Gen.Constant(false)
+            from compat010 in o.AllowCompat010 && !o.RequireDataFile ? Gen.Frequency((1, Gen.Constant(true)), (5, Gen.Constant(false))) : Gen.Constant(false)
             from refcountOrder in compat010 ? Gen.Constant(4) : Gen.Choose(0, 6)
             from extendedL2 in !compat010 && clusterBits >= 14 ? Gen.Frequency((1, Gen.Constant(true)), (2, Gen.Constant(false))) : Gen.Constant(false)
             from lazy in compat010 ? Gen.Constant(false) : Gen.Frequency((1, Gen.Constant(true)), (4, Gen.Constant(false)))
             from zstd in compat010 ? Gen.Constant(false) : Gen.Frequency((1, Gen.Constant(true)), (2, Gen.Constant(false)))
-            from dataFile in !compat010 && o.AllowDataFile ? Gen.Frequency((1, Gen.Constant(true)), (5, Gen.Constant(false))) : Gen.Constant(false)
+            from dataFile in o.RequireDataFile ? Gen.Constant(true)
+                : !compat010 && o.AllowDataFile ? Gen.Frequency((1, Gen.Constant(true)), (5, Gen.Constant(false))) : Gen.Constant(false)
             from depth in o.AllowBacking ? Gen.Frequency((5, Gen.Constant(0)), (3, Gen.Constant(1)), (1, Gen.Constant(2))) : Gen.Constant(0)
             from backing in BackingChain(depth, size, clusterBits)
             from dataFileRaw in dataFile && depth == 0 ? Gen.Elements(true, false) : Gen.Constant(false)

@@ -222,6 +222,39 @@ internal sealed class ReferenceDisk
         }
     }
 
+    /// <summary>
+    /// What each byte of a range may read as, without settling anything: <paramref name="values"/>
+    /// gets the settled value (for an uncertain byte, its value before the discard);
+    /// <paramref name="uncertain"/> marks the uncertain bytes, which may also read as zero or as
+    /// their backing value, put in <paramref name="below"/> (zero elsewhere).
+    /// </summary>
+    public void ReadPossible(long offset, Span<byte> values, Span<byte> below, Span<bool> uncertain)
+    {
+        CheckRange(Size, offset, values.Length);
+        if (below.Length != values.Length || uncertain.Length != values.Length) throw new ArgumentException("the spans differ in length", nameof(below));
+        below.Clear();
+        uncertain.Clear();
+        for (var done = 0; done < values.Length;)
+        {
+            var o = offset + done;
+            var n = (int)Math.Min(values.Length - done, ChunkSize - o % ChunkSize);
+            ReadChunkPart(o, values.Slice(done, n), 0);
+            if (_uncertain.TryGetValue(o / ChunkSize, out var chunk) && chunk.Count > 0)
+            {
+                for (var i = 0; i < n; i++)
+                {
+                    var index = (int)((o + i) % ChunkSize);
+                    if (!chunk.Contains(index)) continue;
+                    var (prior, backing) = chunk.Get(index);
+                    values[done + i] = prior;
+                    below[done + i] = backing;
+                    uncertain[done + i] = true;
+                }
+            }
+            done += n;
+        }
+    }
+
     /// <summary>The value a byte must have, reading through the chain from <paramref name="firstLayer"/>.</summary>
     private byte ReadFromLayers(long offset, int firstLayer) =>
         ReadFromLayers(offset, firstLayer, offset / ChunkSize, (int)(offset % ChunkSize));
