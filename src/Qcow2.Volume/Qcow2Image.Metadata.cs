@@ -133,15 +133,20 @@ public sealed partial class Qcow2Image
     /// <summary>
     /// The image file as the dirty-image repair sees it: reads pass through to the file except where
     /// the repair wrote, and the writes stay in memory (whole clusters, copied on first write) until
-    /// <see cref="WriteToInner"/>. The checker only grows the file.
+    /// <see cref="WriteToInner"/>. Thread-safe: the checker reads ahead on another thread while it
+    /// repairs tables.
     /// </summary>
     private sealed class RepairOverlay(IStorage inner, int pageSize) : IStorage
     {
+        private readonly Lock _lock = new();
         private readonly Dictionary<long, byte[]> _pages = [];
-        private readonly long _innerLength = inner.Length;
+        private long _innerVisible = inner.Length;   // below this, bytes not written come from the file
         private long _length = inner.Length;
 
-        public long Length => _length;
+        public long Length
+        {
+            get { lock (_lock) return _length; }
+        }
 
         public bool CanWrite => true;
 
@@ -150,6 +155,11 @@ public sealed partial class Qcow2Image
         public int Read(long offset, Span<byte> destination)
         {
             ArgumentOutOfRangeException.ThrowIfNegative(offset);
+            lock (_lock) return ReadLocked(offset, destination);
+        }
+
+        private int ReadLocked(long offset, Span<byte> destination)
+        {
             if (offset >= _length) return 0;
             int n = (int)Math.Min(destination.Length, _length - offset);
             int done = 0;
@@ -181,7 +191,7 @@ public sealed partial class Qcow2Image
         /// <summary>Reads the file as it was; past its end (the overlay grew) zeros.</summary>
         private void ReadInner(long pos, Span<byte> dst)
         {
-            int got = pos >= _innerLength ? 0 : inner.Read(pos, dst[..(int)Math.Min(dst.Length, _innerLength - pos)]);
+            int got = pos >= _innerVisible ? 0 : inner.Read(pos, dst[..(int)Math.Min(dst.Length, _innerVisible - pos)]);
             dst[got..].Clear();
         }
 
@@ -191,6 +201,11 @@ public sealed partial class Qcow2Image
         public void Write(long offset, ReadOnlySpan<byte> source)
         {
             ArgumentOutOfRangeException.ThrowIfNegative(offset);
+            lock (_lock) WriteLocked(offset, source);
+        }
+
+        private void WriteLocked(long offset, ReadOnlySpan<byte> source)
+        {
             int done = 0;
             while (done < source.Length)
             {
@@ -224,18 +239,41 @@ public sealed partial class Qcow2Image
 
         public void SetLength(long length)
         {
+            ArgumentOutOfRangeException.ThrowIfNegative(length);
+            lock (_lock) SetLengthLocked(length);
+        }
+
+        private void SetLengthLocked(long length)
+        {
             if (length < _length)
-                throw new NotSupportedException("The dirty-image repair does not shrink the file.");
+            {
+                // What lies past the new end reads as zeros if the file grows again.
+                foreach (long page in new List<long>(_pages.Keys))
+                {
+                    long start = page * pageSize;
+                    if (start >= length) _pages.Remove(page);
+                    else if (start + pageSize > length) _pages[page].AsSpan((int)(length - start)).Clear();
+                }
+                _innerVisible = Math.Min(_innerVisible, length);
+            }
             _length = length;
         }
 
         /// <summary>
-        /// Writes what the repair changed to the file: its new length, every changed cluster but the
-        /// header's, a flush, then the header cluster and a flush.
+        /// Writes what the repair changed to the file: every changed cluster but the header's (the
+        /// file's new length first when it grew, last when it shrank), a flush, then the header
+        /// cluster and a flush.
         /// </summary>
         public void WriteToInner()
         {
-            if (_pages.Count == 0 && _length == _innerLength) return;
+            lock (_lock) WriteToInnerLocked();
+        }
+
+        private void WriteToInnerLocked()
+        {
+            if (_pages.Count == 0 && _length == inner.Length && _innerVisible == inner.Length) return;
+            // Cut first what was cut before the file grew again (it reads as zeros), then grow.
+            if (_innerVisible < inner.Length && _length > _innerVisible) inner.SetLength(_innerVisible);
             if (_length > inner.Length) inner.SetLength(_length);
             var order = new List<long>(_pages.Keys);
             order.Sort();
@@ -243,6 +281,7 @@ public sealed partial class Qcow2Image
             {
                 if (page != 0) WritePage(page);
             }
+            if (_length < inner.Length) inner.SetLength(_length);
             inner.Flush();
             if (_pages.ContainsKey(0)) WritePage(0);
             inner.Flush();
