@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using Qcow2.Spans;
 using Qcow2.Tests.Shared;
 using Qcow2.Volume.Chain;
+using Qcow2.Volume.Check;
 using Qcow2.Volume.Storage;
 
 namespace Qcow2.Volume.Tests.Check;
@@ -126,6 +127,43 @@ public sealed class DirtyOpenRefusalTests : IDisposable
             Assert.True(code == 0, $"failing write {ok + 1} of {writes}: {stdout}{stderr}");
             Assert.Equal(0, File.ReadAllBytes(work)[DirtyByte] & 1);
         }
+    }
+
+    [Fact]
+    public void Open_DirtyImageRepairedWhileReadingAhead_SameBytesAsARepairOfACopy()
+    {
+        // 65 L2 tables (one per 512 MiB of guest) and their data: more than the checker reads in one
+        // batch, so it reads the next batch on another thread while it drops the bad entries of this one.
+        const int tables = 65;
+        string image = _dir.File("wide.qcow2");
+        QemuTools.Img("create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", image, $"{tables * 512}M");
+        var args = new List<string> { "-f", "qcow2" };
+        for (int t = 0; t < tables; t++) { args.Add("-c"); args.Add($"write -P {t + 1} {t * 512}M 4k"); }
+        args.Add("-c"); args.Add("sigraise 9");
+        args.Add(image);
+        var (code, _, _) = QemuTools.Run(QemuTools.QemuIo, args.ToArray());
+        Assert.NotEqual(0, code);
+        using (var p = new ImagePatcher(image))
+        {
+            Assert.Equal(1, (int)(p.U64(72) & 1));
+            // In every table, guest cluster 1 points into the middle of cluster 0's data: dropped by the repair.
+            for (int t = 0; t < tables; t++)
+                p.SetL2(t, 1, p.L2(t, 0) + 0x200);
+        }
+        string copy = _dir.File("copy.qcow2");
+        File.Copy(image, copy);
+
+        using (var storage = FileStorage.Open(copy, writable: true))
+        {
+            var result = Qcow2Checker.Check(storage, new CheckOptions { Repair = RepairMode.All });
+            Assert.True(result.IsClean, $"{result.Corruptions} corruptions, {result.CorruptionsFixed} fixed");
+            Assert.True(result.CorruptionsFixed >= tables);
+        }
+        Qcow2Image.Open(image, ReadWrite).Dispose();
+
+        Assert.Equal(File.ReadAllBytes(copy), File.ReadAllBytes(image));
+        var (checkCode, stdout, stderr) = QemuTools.Run(QemuTools.QemuImg, "check", image);
+        Assert.True(checkCode == 0, stdout + stderr);
     }
 
     /// <summary>A file whose writes (and length changes) fail with <see cref="IOException"/> after the first few succeed.</summary>
