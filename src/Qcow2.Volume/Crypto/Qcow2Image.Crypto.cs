@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Buffers.Binary;
 using Qcow2.Spans;
 using Qcow2.Volume.Crypto;
 
@@ -26,6 +27,9 @@ public sealed partial class Qcow2Image
             ? ImageEncryption.OpenLuks(_file, _cryptHeaderOffset, _cryptHeaderLength, secret)
             : ImageEncryption.OpenLegacyAes(secret);
         _cryptoWriteRanges = new SectorRangeLock();
+        // The LUKS region is metadata: the pre-write overlap check keeps data out of it (bounded by the file).
+        if (_encryption == CryptMethod.Luks)
+            AddMetadataRange(_cryptHeaderOffset, Math.Min(_cryptHeaderLength, Math.Max(0, _file.Length - _cryptHeaderOffset)));
     }
 
     /// <summary>Reads host data at <paramref name="host"/> (guest offset <paramref name="guest"/>) and decrypts it into <paramref name="destination"/>.</summary>
@@ -148,4 +152,72 @@ public sealed partial class Qcow2Image
             _cryptoWriteRanges.Release(holder);
         }
     }
+
+    /// <summary>
+    /// Makes this new, empty, unencrypted image LUKS-encrypted: allocates clusters for
+    /// <paramref name="region"/> (zero-filled to whole clusters), writes it, persists the refcounts, then
+    /// rewrites the header cluster with crypt_method 2 and the full disk encryption header extension
+    /// (placed after the backing format and data file extensions, as QEMU orders them).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The image is read-only, already encrypted, or holds data or snapshots.</exception>
+    internal void InstallLuksRegion(ReadOnlySpan<byte> region)
+    {
+        ThrowIfNotWritable();
+        if (_encryption != CryptMethod.None) throw new InvalidOperationException("The image is already encrypted.");
+        if (_snapshots.Count > 0 || Array.Exists(_l1, e => e != 0))
+            throw new InvalidOperationException("Only a new image without data or snapshots can be given LUKS encryption.");
+        int clusters = (int)((region.Length + (long)_clusterSize - 1) >> _clusterBits);
+        byte[] header = new byte[_clusterSize];
+        lock (_meta)
+        {
+            long host = AllocateClusters(clusters);
+            AddMetadataRange(host, region.Length);
+            WriteZeroClusters(host, clusters);
+            _file.Write(host, region);
+            FlushMetadataLocked();
+
+            BuildHeaderWithCryptoExtension(header, host, region.Length);
+            _file.Write(0, header);
+            _file.Flush();
+            header.CopyTo(_headerBuffer, 0);
+        }
+    }
+
+    private void BuildHeaderWithCryptoExtension(Span<byte> header, long regionOffset, long regionLength)
+    {
+        var parsed = Qcow2Header.Parse(_headerBuffer);
+        _headerBuffer.AsSpan(0, _headerLength).CopyTo(header);
+        BinaryPrimitives.WriteUInt32BigEndian(header[CryptMethodOffset..], Qcow2Constants.CryptLuks);
+        Span<byte> pointer = stackalloc byte[16];
+        BinaryPrimitives.WriteUInt64BigEndian(pointer, (ulong)regionOffset);
+        BinaryPrimitives.WriteUInt64BigEndian(pointer[8..], (ulong)regionLength);
+
+        ReadOnlySpan<byte> name = parsed.GetBackingFileName(_headerBuffer);
+        int pos = _headerLength;
+        int needed = pos + 8 + 16 + 8 + name.Length;
+        var en = new HeaderExtensionEnumerator(_headerBuffer.AsSpan(0, parsed.ExtensionsEnd(_clusterSize)), _headerLength);
+        foreach (var ext in en) needed += 8 + ((ext.Data.Length + 7) & ~7);
+        if (needed > header.Length)
+            throw new InvalidOperationException("The encryption header extension does not fit in the header cluster.");
+        bool inserted = false;
+        foreach (var ext in new HeaderExtensionEnumerator(_headerBuffer.AsSpan(0, parsed.ExtensionsEnd(_clusterSize)), _headerLength))
+        {
+            if (!inserted && ext.Type is not (Qcow2Constants.ExtensionBackingFormat or Qcow2Constants.ExtensionExternalDataFile))
+            {
+                pos += HeaderExtensionEnumerator.WriteExtension(header[pos..], Qcow2Constants.ExtensionFullDiskEncryption, pointer);
+                inserted = true;
+            }
+            pos += HeaderExtensionEnumerator.WriteExtension(header[pos..], ext.Type, ext.Data);
+        }
+        if (!inserted) pos += HeaderExtensionEnumerator.WriteExtension(header[pos..], Qcow2Constants.ExtensionFullDiskEncryption, pointer);
+        pos += HeaderExtensionEnumerator.WriteEnd(header[pos..]);
+        if (!name.IsEmpty)
+        {
+            name.CopyTo(header[pos..]);
+            BinaryPrimitives.WriteUInt64BigEndian(header[BackingFileOffsetOffset..], (ulong)pos);
+        }
+    }
+
+    private const int BackingFileOffsetOffset = 8;
+    private const int CryptMethodOffset = 32;
 }

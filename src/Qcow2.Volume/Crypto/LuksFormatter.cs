@@ -1,0 +1,136 @@
+using System.Buffers.Binary;
+using System.Diagnostics;
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using Qcow2.Spans.Layout;
+
+namespace Qcow2.Volume.Crypto;
+
+/// <summary>
+/// Builds a new LUKS1 region (header plus key material) as QEMU lays it out for qcow2 (luks1-notes.md,
+/// sections 2, 4 and 5): slot i's material at sector 8 + i × (material sectors rounded up to 8), slot 0
+/// holding the key, the other seven disabled, payload offset after the eighth slot.
+/// </summary>
+internal static class LuksFormatter
+{
+    private const int MinIterations = 1000;
+    private const int SectorsPerAlignment = 8;
+
+    /// <summary>Validates the options into a cipher spec (the same parser as an image's header).</summary>
+    /// <exception cref="ArgumentException">A value qemu-img refuses, or one this toolkit does not implement.</exception>
+    public static (LuksCipherSpec Spec, CryptoHash Hash, string ModeText) Validate(LuksCreateOptions o)
+    {
+        ArgumentNullException.ThrowIfNull(o);
+        ArgumentNullException.ThrowIfNull(o.Secret);
+        int aesBytes = o.CipherAlg switch
+        {
+            "aes-128" => 16,
+            "aes-192" => 24,
+            "aes-256" => 32,
+            _ => throw new ArgumentException($"The cipher '{o.CipherAlg}' is not supported for creation (aes-128, aes-192 and aes-256 are).", nameof(o)),
+        };
+        if (o.CipherMode is not ("xts" or "cbc"))
+            throw new ArgumentException($"The cipher mode '{o.CipherMode}' is not supported for creation (xts and cbc are).", nameof(o));
+        if (o.IvgenAlg is not ("plain" or "plain64" or "essiv"))
+            throw new ArgumentException($"The IV generator '{o.IvgenAlg}' is not supported (plain, plain64 and essiv are).", nameof(o));
+        if (o.IterTimeMs <= 0 && o.Iterations is null)
+            throw new ArgumentException("The iteration time must be positive.", nameof(o));
+        if (o.Iterations is { } it && (it < 1 || it > LuksKeyStore.MaxIterations))
+            throw new ArgumentException($"Iterations must be from 1 to {LuksKeyStore.MaxIterations}.", nameof(o));
+        int keyBytes = aesBytes * (o.CipherMode == "xts" ? 2 : 1);
+        // QEMU decrypts key material in whole 512-byte sectors only (it asserts otherwise): aes-192-cbc
+        // gives 96000 bytes, which qemu-img could not open.
+        if ((long)keyBytes * LuksKeyStore.Stripes % 512 != 0)
+            throw new ArgumentException($"{o.CipherAlg}-{o.CipherMode} gives key material that is not a whole number of sectors; QEMU cannot open it.", nameof(o));
+        string mode = o.CipherMode + "-" + o.IvgenAlg + (o.IvgenAlg == "essiv" ? ":" + o.IvgenHashAlg : "");
+        if (!CryptoHash.TryGet(o.HashAlg, out var hash))
+            throw new ArgumentException($"The hash '{o.HashAlg}' is not supported (sha1, sha256, sha384, sha512 are).", nameof(o));
+        try
+        {
+            return (LuksCipherSpec.Parse("aes", mode, (uint)keyBytes), hash, mode);
+        }
+        catch (Qcow2.Spans.Qcow2UnsupportedImageException e)
+        {
+            throw new ArgumentException(e.Message, nameof(o), e);
+        }
+    }
+
+    /// <summary>The whole LUKS region for a new image (its length is the payload offset).</summary>
+    public static byte[] Build(LuksCreateOptions o)
+    {
+        var (spec, hash, modeText) = Validate(o);
+        int keyBytes = spec.KeyBytes;
+        int materialBytes = keyBytes * LuksKeyStore.Stripes;
+        int materialSectors = (materialBytes + 511) / 512;
+        int slotSectors = (materialSectors + SectorsPerAlignment - 1) / SectorsPerAlignment * SectorsPerAlignment;
+        int firstSector = LuksKeyStore.FirstKeyMaterialOffset / 512;
+        int payloadSector = firstSector + LuksKeyStore.SlotCount * slotSectors;
+        byte[] region = new byte[payloadSector * 512];
+
+        byte[] masterKey = RandomNumberGenerator.GetBytes(keyBytes);
+        byte[] slotKey = new byte[keyBytes];
+        try
+        {
+            uint slotIterations = o.Iterations ?? Calibrate(hash, keyBytes, o.IterTimeMs);
+            uint digestIterations = Math.Max(MinIterations, slotIterations / 8);
+
+            var h = LuksPartitionHeaderView.Create(region);
+            LuksKeyStore.Magic.CopyTo(h.Magic);
+            h.Version = 1;
+            Encoding.ASCII.GetBytes(spec.CipherName).CopyTo(h.CipherName);
+            Encoding.ASCII.GetBytes(modeText).CopyTo(h.CipherMode);
+            Encoding.ASCII.GetBytes(hash.Name).CopyTo(h.HashSpec);
+            h.PayloadOffset = (uint)payloadSector;
+            h.KeyBytes = (uint)keyBytes;
+            RandomNumberGenerator.Fill(h.MasterKeyDigestSalt);
+            h.MasterKeyDigestIterations = digestIterations;
+            hash.Pbkdf2(masterKey, h.MasterKeyDigestSalt, (int)digestIterations, h.MasterKeyDigest);
+            Encoding.ASCII.GetBytes(Guid.NewGuid().ToString("D", CultureInfo.InvariantCulture)).CopyTo(h.Uuid);
+
+            for (int i = 0; i < LuksKeyStore.SlotCount; i++)
+            {
+                var slot = LuksKeySlotView.Create(h.KeySlots.Slice(i * LuksKeySlotView.SizeInBytes));
+                slot.Active = i == 0 ? LuksKeyStore.SlotEnabled : LuksKeyStore.SlotDisabled;
+                slot.KeyMaterialOffset = (uint)(firstSector + i * slotSectors);
+                slot.Stripes = LuksKeyStore.Stripes;
+                if (i != 0) continue;
+                slot.Iterations = slotIterations;
+                RandomNumberGenerator.Fill(slot.Salt);
+                hash.Pbkdf2(o.Secret, slot.Salt, (int)slotIterations, slotKey);
+                var material = region.AsSpan(firstSector * 512, materialBytes);
+                AntiForensicSplitter.Split(masterKey, LuksKeyStore.Stripes, hash, material);
+                using var cipher = spec.Create(slotKey);
+                cipher.Encrypt(material, 0);
+            }
+            return region;
+        }
+        finally
+        {
+            CryptographicOperations.ZeroMemory(masterKey);
+            CryptographicOperations.ZeroMemory(slotKey);
+        }
+    }
+
+    /// <summary>PBKDF2 iterations that take about <paramref name="milliseconds"/> here (at least 1000).</summary>
+    private static uint Calibrate(CryptoHash hash, int keyBytes, int milliseconds)
+    {
+        Span<byte> salt = stackalloc byte[LuksKeyStore.SaltBytes];
+        Span<byte> output = stackalloc byte[64];
+        ReadOnlySpan<byte> password = "calibration"u8;
+        int rounds = 1 << 12;
+        while (true)
+        {
+            long start = Stopwatch.GetTimestamp();
+            hash.Pbkdf2(password, salt, rounds, output[..keyBytes]);
+            double elapsed = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            if (elapsed >= 20 || rounds >= 1 << 24)
+            {
+                double perMs = rounds / Math.Max(elapsed, 0.001);
+                double want = perMs * milliseconds;
+                return (uint)Math.Clamp(want, MinIterations, LuksKeyStore.MaxIterations);
+            }
+            rounds <<= 1;
+        }
+    }
+}
