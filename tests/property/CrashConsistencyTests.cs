@@ -20,6 +20,7 @@ public class CrashConsistencyTests(ITestOutputHelper output)
 {
     private readonly PropertySettings _settings = PropertySettings.FromEnvironment();
     private static long _dirtyRepairs;
+    private long _dataFileCutsAtRisk;
 
     /// <summary>The state at a completed flush: the model then, and where in the command list and the event record it was.</summary>
     private sealed record Durable(ReferenceDisk Model, int CommandIndex, int EventCount)
@@ -149,7 +150,8 @@ public class CrashConsistencyTests(ITestOutputHelper output)
                 cutsTried += RunWorkloadAndCut(script, writeAfterRepair: false, tinyCaches: (script.Geometry.Size >> script.Geometry.ClusterBits) % 2 == 1);
             },
             ciCases: 24, output);
-        output.WriteLine($"{workloads} workloads with a data file (shrink steps included), {cutsTried} power cuts checked");
+        output.WriteLine($"{workloads} workloads with a data file (shrink steps included), {cutsTried} power cuts checked, "
+            + $"{Interlocked.Read(ref _dataFileCutsAtRisk)} of them with unflushed data file writes");
     }
 
     [Fact]
@@ -314,8 +316,16 @@ public class CrashConsistencyTests(ITestOutputHelper output)
         var random = new Random(unchecked((int)_settings.Seed) ^ total ^ script.Commands.Count);
         var cuts = ChooseCutPoints(total, _settings.CutPoints, random);
         var qemuChecks = new HashSet<int> { total, cuts[random.Next(cuts.Count)] };
+        var dataEvents = dataRecorder?.Events;
         foreach (var cut in cuts)
         {
+            if (dataRecorder is not null)
+            {
+                var local = dataRecorder.EventCountAt(cut);
+                var lastFlush = dataRecorder.LastFlushBefore(local);
+                if (Enumerable.Range(lastFlush + 1, local - lastFlush - 1).Any(e => dataEvents![e].Kind == StorageEventKind.Write))
+                    Interlocked.Increment(ref _dataFileCutsAtRisk);
+            }
             var state = durable.Last(d => d.EventCount <= cut);
             var since = Enumerable.Range(0, script.Commands.Count)
                 .Where(i => i > state.CommandIndex && started[i] < cut && after[i] is not null)
