@@ -17,7 +17,7 @@ public class ModelBasedTests(ITestOutputHelper output)
     [Fact]
     public void Qcow2Image_RandomScriptsInMemory_ReadAsTheModelAndCheckClean()
     {
-        var options = new GeometryOptions { MaxSize = _settings.MaxSize, AllowBacking = false, AllowDataFile = false };
+        var options = new GeometryOptions { MaxSize = _settings.MaxSize, AllowBacking = false };
         _settings.Check(nameof(Qcow2Image_RandomScriptsInMemory_ReadAsTheModelAndCheckClean),
             ScriptGenerators.ScriptArbitrary(options, _settings.MaxCommands),
             script => ModelRunner.Run(script, g => new Qcow2MemoryHarness(g)),
@@ -27,7 +27,7 @@ public class ModelBasedTests(ITestOutputHelper output)
     [Fact]
     public void Qcow2Image_RandomScriptsInMemoryThroughTheAsyncMethods_ReadAsTheModelAndCheckClean()
     {
-        var options = new GeometryOptions { MaxSize = _settings.MaxSize, AllowBacking = false, AllowDataFile = false };
+        var options = new GeometryOptions { MaxSize = _settings.MaxSize, AllowBacking = false };
         _settings.Check(nameof(Qcow2Image_RandomScriptsInMemoryThroughTheAsyncMethods_ReadAsTheModelAndCheckClean),
             ScriptGenerators.ScriptArbitrary(options, _settings.MaxCommands),
             script => ModelRunner.Run(script, g => new Qcow2MemoryHarness(g, useAsync: true)),
@@ -37,7 +37,7 @@ public class ModelBasedTests(ITestOutputHelper output)
     [Fact]
     public void Qcow2Image_RandomScriptsInMemoryWithTinyMetadataCaches_ReadAsTheModelAndCheckClean()
     {
-        var options = new GeometryOptions { MaxSize = _settings.MaxSize, AllowBacking = false, AllowDataFile = false };
+        var options = new GeometryOptions { MaxSize = _settings.MaxSize, AllowBacking = false };
         _settings.Check(nameof(Qcow2Image_RandomScriptsInMemoryWithTinyMetadataCaches_ReadAsTheModelAndCheckClean),
             ScriptGenerators.ScriptArbitrary(options, _settings.MaxCommands),
             script => ModelRunner.Run(script, g => new Qcow2MemoryHarness(g, open: Qcow2MemoryHarness.TinyCaches)),

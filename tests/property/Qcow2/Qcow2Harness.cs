@@ -93,12 +93,14 @@ internal static class GeometryMapping
 }
 
 /// <summary>
-/// The image in memory: no backing chain, no data file, only our own checker at the end. Cheap,
-/// so it runs many cases.
+/// The image in memory: no backing chain, only our own checker at the end. Cheap, so it runs many
+/// cases. An external data file is a second <see cref="MemoryStorage"/>, handed to the image through
+/// <see cref="Qcow2OpenOptions.DataFileStorage"/>.
 /// </summary>
 internal sealed class Qcow2MemoryHarness : IDiskHarness
 {
     private readonly MemoryStorage _storage = new("property-test");
+    private readonly MemoryStorage? _dataStorage;
     private readonly ImageGeometry _geometry;
     private readonly bool _useAsync;
     private readonly Qcow2OpenOptions _open;
@@ -110,9 +112,10 @@ internal sealed class Qcow2MemoryHarness : IDiskHarness
     public Qcow2MemoryHarness(ImageGeometry g, bool useAsync = false, Qcow2OpenOptions? open = null)
     {
         _useAsync = useAsync;
-        _open = open ?? Qcow2OpenOptions.Default;
-        if (g.Backing.Count > 0 || g.ExternalDataFile) throw new ArgumentException("the memory harness has no files for a chain or a data file", nameof(g));
+        if (g.Backing.Count > 0) throw new ArgumentException("the memory harness has no files for a chain", nameof(g));
         _geometry = g;
+        if (g.ExternalDataFile) _dataStorage = new MemoryStorage("property-test-data");
+        _open = (open ?? Qcow2OpenOptions.Default) with { DataFileStorage = _dataStorage };
     }
 
     public IGuestDisk Open()
@@ -120,14 +123,27 @@ internal sealed class Qcow2MemoryHarness : IDiskHarness
         if (!_created)
         {
             _created = true;
-            Qcow2Creator.Create(_storage, GeometryMapping.CreateOptions(_geometry));
+            Qcow2Creator.Create(_storage, GeometryMapping.CreateOptions(_geometry, dataFile: _dataStorage is null ? null : "top.data"), _dataStorage);
         }
         return new Qcow2GuestDisk(Qcow2Image.Open(_storage, _open), _useAsync);
     }
 
-    public void FinalChecks(ReferenceDisk model) => GeometryMapping.CheckClean(_storage, "after the script");
+    public void FinalChecks(ReferenceDisk model)
+    {
+        GeometryMapping.CheckClean(_storage, "after the script");
+        if (_dataStorage is null || !_geometry.DataFileRaw) return;
+        // data_file_raw promises the data file is itself the guest disk.
+        var raw = new byte[model.Size];
+        _dataStorage.Read(0, raw);
+        var mismatch = model.Verify(0, raw);
+        if (mismatch is not null) throw new InvalidOperationException("the raw data file differs from the model: " + mismatch);
+    }
 
-    public void Dispose() => _storage.Dispose();
+    public void Dispose()
+    {
+        _storage.Dispose();
+        _dataStorage?.Dispose();
+    }
 }
 
 /// <summary>
