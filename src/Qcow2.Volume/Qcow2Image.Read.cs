@@ -313,13 +313,16 @@ public sealed partial class Qcow2Image
         ThrowIfDisposed();
         long len = Math.Min(maxLength, Size - offset);
         var ext = MapExtent(offset, len, forStatus: true);
-        string dataFileName = DataStorage.Name;
+        // Encrypted images' host bytes are not the guest's: like QEMU, report no host offset or file for them.
+        bool encrypted = _encryption != CryptMethod.None;
+        if (encrypted) ext.HostOffset = -1;
+        string? dataFileName = encrypted ? null : DataStorage.Name;
         switch (ext.Kind)
         {
             case ExtentKind.Data:
                 return new BlockStatus(offset, ext.Length, BlockStatusFlags.Data | BlockStatusFlags.Allocated, 0, ext.HostOffset, dataFileName);
             case ExtentKind.Compressed:
-                return new BlockStatus(offset, ext.Length, BlockStatusFlags.Data | BlockStatusFlags.Allocated | BlockStatusFlags.Compressed, 0, -1, _file.Name);
+                return new BlockStatus(offset, ext.Length, BlockStatusFlags.Data | BlockStatusFlags.Allocated | BlockStatusFlags.Compressed, 0, -1, encrypted ? null : _file.Name);
             case ExtentKind.ZeroAllocated:
                 return new BlockStatus(offset, ext.Length, BlockStatusFlags.Zero | BlockStatusFlags.Allocated, 0, ext.HostOffset, dataFileName);
             case ExtentKind.ZeroPlain:
