@@ -23,6 +23,7 @@ public sealed class EncryptedImageInteropTests(EncryptedImageTemplates templates
         ",encrypt.cipher-alg=aes-128",                                               // aes-128-xts-plain64
         ",encrypt.cipher-mode=cbc,encrypt.ivgen-alg=essiv,encrypt.ivgen-hash-alg=sha256", // aes-256-cbc-essiv:sha256
         ",encrypt.cipher-alg=aes-128,encrypt.cipher-mode=cbc,encrypt.ivgen-alg=plain",    // aes-128-cbc-plain
+        ",extended_l2=on",                                                           // subcluster COW regions
     };
 
     private string CreateImage(TempDir dir, string kind) => templates.Copy(dir.Path, kind);
@@ -118,6 +119,53 @@ public sealed class EncryptedImageInteropTests(EncryptedImageTemplates templates
         Assert.Equal(model, QemuTools.ReadEncryptedWithQemu(image, Secret));
         var (code, output) = QemuTools.CheckEncrypted(image, Secret);
         Assert.True(code == 0, output);
+    }
+
+    /// <summary>With an external data file the host offset (the IV's sector) is the guest offset in the data file.</summary>
+    [Fact]
+    public void ReadWrite_ExternalDataFile_RoundTripsWithQemu()
+    {
+        using var dir = new TempDir();
+        string image = dir.File("df.qcow2");
+        string data = dir.File("df.raw");
+        QemuTools.CreateLuksImage(image, "4M", ",data_file=" + data);
+        QemuTools.IoEncrypted(image, Secret, "write -P 0x42 0 100k", "write -P 0x43 2m 64k");
+        byte[] model = QemuTools.ReadEncryptedWithQemu(image, Secret);
+        Assert.Equal(0x42, model[0]);
+        var options = Unlocked() with { ExternalFilePolicy = Qcow2.Volume.Chain.ExternalFilePolicy.AllowAll };
+        using (var img = Qcow2Image.Open(image, options))
+        {
+            Assert.Equal(model, ReadAll(img));
+            byte[] bytes = Enumerable.Range(0, 5000).Select(i => (byte)(i * 3)).ToArray();
+            img.Write(99_999, bytes);
+            bytes.CopyTo(model, 99_999);
+            img.Write(3_000_000, bytes);
+            bytes.CopyTo(model, 3_000_000);
+        }
+        Assert.Equal(model, QemuTools.ReadEncryptedWithQemu(image, Secret));
+        var (code, output) = QemuTools.CheckEncrypted(image, Secret);
+        Assert.True(code == 0, output);
+    }
+
+    [Fact]
+    public async Task ReadWriteAsync_Unaligned_RoundTripsWithQemu()
+    {
+        using var dir = new TempDir();
+        string image = CreateImage(dir, "");
+        QemuTools.IoEncrypted(image, Secret, "write -P 0x21 0 256k");
+        byte[] model = QemuTools.ReadEncryptedWithQemu(image, Secret);
+        await using (var img = Qcow2Image.Open(image, Unlocked()))
+        {
+            byte[] bytes = Enumerable.Range(0, 70_000).Select(i => (byte)(i * 11)).ToArray();
+            await img.WriteAsync(12_345, bytes);
+            bytes.CopyTo(model, 12_345);
+            await img.WriteAsync(300_007, bytes.AsMemory(0, 3));
+            bytes.AsSpan(0, 3).CopyTo(model.AsSpan(300_007));
+            byte[] back = new byte[90_001];
+            await img.ReadAsync(5_003, back);
+            Assert.True(back.AsSpan().SequenceEqual(model.AsSpan(5_003, back.Length)));
+        }
+        Assert.Equal(model, QemuTools.ReadEncryptedWithQemu(image, Secret));
     }
 
     [Fact]
