@@ -175,7 +175,11 @@ internal sealed class XtsSectorCipher : SectorCipher
     }
 }
 
-/// <summary>AES-CBC restarted at every sector with that sector's IV.</summary>
+/// <summary>
+/// AES-CBC restarted at every sector with that sector's IV. Encryption chains block by block, so it
+/// runs a sector per call; decryption does not: one ECB call decrypts a whole batch, then each block is
+/// XORed with the ciphertext block before it (or its sector's IV).
+/// </summary>
 internal sealed class CbcSectorCipher : SectorCipher
 {
     private readonly AesKeyPool _key;
@@ -190,12 +194,73 @@ internal sealed class CbcSectorCipher : SectorCipher
     {
         using var lease = _key.Rent();
         var aes = lease.Aes;
-        for (int s = 0; s * SectorSize < data.Length; s++)
+        if (!encrypt)
         {
-            var sector = data.Slice(s * SectorSize, Math.Min(SectorSize, data.Length - s * SectorSize));
-            var iv = ivs.Slice(s * BlockSize, BlockSize);
-            if (encrypt) aes.EncryptCbc(sector, iv, sector, PaddingMode.None);
-            else aes.DecryptCbc(sector, iv, sector, PaddingMode.None);
+            DecryptBatch(aes, data, ivs);
+            return;
+        }
+        int whole = data.Length / SectorSize;
+        if (whole > 0) EncryptBatch(aes, data[..(whole * SectorSize)], ivs[..(whole * BlockSize)]);
+        if (whole * SectorSize < data.Length)
+        {
+            var last = data[(whole * SectorSize)..];
+            aes.EncryptCbc(last, ivs.Slice(whole * BlockSize, BlockSize), last, PaddingMode.None);
+        }
+    }
+
+    /// <summary>
+    /// Encrypts whole sectors: the chains of all sectors advance together, block j of every sector
+    /// in one ECB call (each block's input is its plaintext XOR the previous ciphertext block, or the IV).
+    /// </summary>
+    private static void EncryptBatch(Aes aes, Span<byte> data, ReadOnlySpan<byte> ivs)
+    {
+        int sectors = data.Length / SectorSize;
+        byte[] scratch = ArrayPool<byte>.Shared.Rent(sectors * BlockSize * 2);
+        try
+        {
+            var chain = scratch.AsSpan(0, sectors * BlockSize);
+            var column = scratch.AsSpan(sectors * BlockSize, sectors * BlockSize);
+            ivs.CopyTo(chain);
+            for (int j = 0; j < SectorSize / BlockSize; j++)
+            {
+                for (int s = 0; s < sectors; s++)
+                {
+                    var block = data.Slice(s * SectorSize + j * BlockSize, BlockSize);
+                    var into = column.Slice(s * BlockSize, BlockSize);
+                    block.CopyTo(into);
+                    Xor(into, chain.Slice(s * BlockSize, BlockSize));
+                }
+                aes.EncryptEcb(column, chain, PaddingMode.None);
+                for (int s = 0; s < sectors; s++)
+                    chain.Slice(s * BlockSize, BlockSize).CopyTo(data.Slice(s * SectorSize + j * BlockSize, BlockSize));
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(scratch);
+        }
+    }
+
+    private static void DecryptBatch(Aes aes, Span<byte> data, ReadOnlySpan<byte> ivs)
+    {
+        byte[] maskBuffer = ArrayPool<byte>.Shared.Rent(data.Length);
+        try
+        {
+            // mask = what each plaintext block is XORed with: the sector's IV, then the previous ciphertext block.
+            var mask = maskBuffer.AsSpan(0, data.Length);
+            for (int s = 0; s * SectorSize < data.Length; s++)
+            {
+                int start = s * SectorSize;
+                int length = Math.Min(SectorSize, data.Length - start);
+                ivs.Slice(s * BlockSize, BlockSize).CopyTo(mask[start..]);
+                data.Slice(start, length - BlockSize).CopyTo(mask[(start + BlockSize)..]);
+            }
+            aes.DecryptEcb(data, data, PaddingMode.None);
+            Xor(data, mask);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(maskBuffer);
         }
     }
 
