@@ -10,10 +10,11 @@ internal sealed class CompareCommand : Command
 {
     public override string Name => "compare";
     public override string Summary => "Compare the guest contents of two images (exit 0 identical, 1 different, 2 error)";
-    public override string Synopsis => "[-f FMT] [-F FMT] [-s] [-p] [-U] FILE1 FILE2";
+    public override string Synopsis => "[--object OBJECTDEF] [--image-opts] [-f FMT] [-F FMT] [-s] [-p] [-U] FILE1 FILE2";
     public override string Details =>
         "Without -s, images of different sizes compare equal when the larger one reads as zeroes\n" +
-        "past the end of the smaller one; -s also requires equal sizes and equal allocation.";
+        "past the end of the smaller one; -s also requires equal sizes and equal allocation.\n" +
+        "With --image-opts both names are option strings.\n\n" + ImageArguments.EncryptionHelp;
     public override int ErrorExitCode => ExitCodes.CompareError;
 
     public override IReadOnlyList<OptionSpec> Options { get; } = new[]
@@ -24,16 +25,24 @@ internal sealed class CompareCommand : Command
         new OptionSpec('p', "progress", false, null, "show progress on a terminal"),
         new OptionSpec('q', "quiet", false, null, "print nothing, only set the exit code"),
         new OptionSpec('U', "force-share", false, null, "accepted for qemu-img compatibility"),
+        ImageArguments.Object,
+        ImageArguments.ImageOpts,
     };
 
     public override int Execute(ParsedArgs args, CliContext context)
     {
+        if (ImageArguments.LoadSecrets(args, context) is not { } secrets) return ExitCodes.Success;
         RequirePositionals(args, 2, 2, "two image file names");
         bool strict = args.Has("strict");
         bool quiet = args.Has("quiet");
         string p1 = args.Positionals[0], p2 = args.Positionals[1];
-        using var a = ImageOpener.Open(p1, args.Get("f"), readOnly: true);
-        using var b = ImageOpener.Open(p2, args.Get("F"), readOnly: true);
+        bool imageOpts = args.Has("image-opts");
+        if (imageOpts && (args.Has("f") || args.Has("F")))
+            throw new CommandFailedException("--image-opts and --format are mutually exclusive");
+        var s1 = ImageArguments.Image(args, p1, args.Get("f"), imageOpts);
+        var s2 = ImageArguments.Image(args, p2, args.Get("F"), imageOpts);
+        using var a = ImageOpener.Open(s1, secrets, readOnly: true, needsData: true);
+        using var b = ImageOpener.Open(s2, secrets, readOnly: true, needsData: true);
         var result = Compare(a, b, strict, context, args.Has("progress"));
         if (!quiet) context.Out.Write(result.Message);
         return result.ExitCode;

@@ -15,12 +15,15 @@ internal sealed class ConvertCommand : Command
     public override string Name => "convert";
     public override string Summary => "Convert, copy or compress images (several sources are concatenated)";
     public override string Synopsis =>
-        "[-f FMT] [-O FMT] [-o OPTIONS] [-c] [-p] [-m N] [-W] [-n] [-S SIZE] [--target-is-zero] [-B BACKING [-F FMT]] [-l snapshot.name=NAME] [-q] SRC... DST";
+        "[-f FMT] [-O FMT] [-o OPTIONS] [-c] [-p] [-m N] [-W] [-n] [-S SIZE] [--target-is-zero] [-B BACKING [-F FMT]] [-l snapshot.name=NAME] [--object OBJECTDEF] [--image-opts] [--target-image-opts] [-q] SRC... DST";
     public override string Details =>
         "Ranges that read as zeroes are not written (with -S SIZE, default 4k, zero runs of at least\n" +
         "SIZE inside data are skipped too; -S 0 writes everything). -n writes into an existing target;\n" +
         "add --target-is-zero when that target already reads as zeroes. -B makes the target an\n" +
-        "overlay of BACKING and copies only what the sources allocate above their own backing files.";
+        "overlay of BACKING and copies only what the sources allocate above their own backing files.\n\n" +
+        "-o encrypt.format=luks,encrypt.key-secret=ID (and the other encrypt.* options of create) writes\n" +
+        "an encrypted target; -c cannot be combined with encryption. --image-opts makes the sources\n" +
+        "option strings; --target-image-opts (with -n) the target.\n\n" + ImageArguments.EncryptionHelp;
 
     public override IReadOnlyList<OptionSpec> Options { get; } = new[]
     {
@@ -41,11 +44,19 @@ internal sealed class ConvertCommand : Command
         new OptionSpec('U', "force-share", false, null, "accepted for qemu-img compatibility"),
         new OptionSpec('t', "cache", true, "MODE", "target cache mode: unsafe (default, as qemu-img: no fsync) or any other qemu-img mode (fsync at the end)"),
         new OptionSpec('T', "source-cache", true, "MODE", "accepted for qemu-img compatibility"),
+        ImageArguments.Object,
+        ImageArguments.ImageOpts,
+        new OptionSpec('\0', "target-image-opts", false, null, "with -n: the target name is an option string"),
     };
 
     public override int Execute(ParsedArgs args, CliContext context)
     {
+        if (ImageArguments.LoadSecrets(args, context) is not { } secrets) return ExitCodes.Success;
         if (args.Positionals.Count < 2) throw new UsageException("Expecting a source and a target file name");
+        bool targetImageOpts = args.Has("target-image-opts");
+        if (targetImageOpts && !args.Has("no-create")) throw new CommandFailedException("--target-image-opts requires use of -n flag");
+        if (targetImageOpts && args.Has("output-format")) throw new CommandFailedException("--image-opts and --format are mutually exclusive");
+        if (args.Has("image-opts") && args.Has("format")) throw new CommandFailedException("--image-opts and --format are mutually exclusive");
         var sources = args.Positionals.GetRange(0, args.Positionals.Count - 1);
         string target = args.Positionals[^1];
         string outFormat = ImageOpener.CheckFormat(args.Get("output-format") ?? "raw");
@@ -88,7 +99,7 @@ internal sealed class ConvertCommand : Command
         {
             foreach (var s in sources)
             {
-                var img = ImageOpener.Open(s, args.Get("format"), readOnly: true);
+                var img = ImageOpener.Open(ImageArguments.Image(args, s, args.Get("format")), secrets, readOnly: true, needsData: true);
                 opened.Add(img);
             }
             var inputs = new List<IDiskImage>(opened);
@@ -112,13 +123,26 @@ internal sealed class ConvertCommand : Command
                 settings = settings with { BackingFormat = File.Exists(full) ? ImageOpener.Probe(full) : null };
             }
 
+            var targetSpec = targetImageOpts ? ImageSpec.Parse(target) : ImageSpec.FromFile(target, noCreate ? args.Get("output-format") : outFormat);
             bool fresh = false;
             if (!noCreate)
             {
-                ImageFactory.Create(target, settings, settings.Size ?? total, flushToDisk);
+                if (compress && (settings.Encryption.Format is not null || settings.Encryption.Legacy == true))
+                    throw new CommandFailedException("Compression and encryption not supported at the same time");
+                EncryptionPlan? encryption;
+                try
+                {
+                    encryption = settings.Encryption.Resolve(secrets);
+                }
+                catch (CommandFailedException e)
+                {
+                    throw new CommandFailedException($"{target}: error while converting {outFormat}: {e.Message}");
+                }
+                ImageFactory.Create(target, settings, settings.Size ?? total, flushToDisk, encryption);
+                if (encryption is not null) targetSpec = targetSpec with { KeySecretId = settings.Encryption.KeySecret };
                 fresh = true;
             }
-            targetImage = ImageOpener.OpenWritable(target, noCreate ? args.Get("output-format") : outFormat, flushToDisk, out targetFile);
+            targetImage = ImageOpener.OpenWritable(targetSpec, secrets, flushToDisk, out targetFile);
             if (targetImage.Size < total)
                 throw new CommandFailedException("Target image is too small for the source data");
 

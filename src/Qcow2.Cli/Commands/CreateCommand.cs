@@ -8,12 +8,17 @@ internal sealed class CreateCommand : Command
 {
     public override string Name => "create";
     public override string Summary => "Create a new qcow2 or raw image";
-    public override string Synopsis => "[-f qcow2|raw] [-o OPTIONS] [-b BACKING [-F FMT]] [-u] [-q] FILE [SIZE]";
+    public override string Synopsis => "[--object OBJECTDEF] [-f qcow2|raw] [-o OPTIONS] [-b BACKING [-F FMT]] [-u] [-q] FILE [SIZE]";
     public override string Details =>
         "SIZE takes the suffixes k, M, G, T, P, E (powers of 1024) and b. Without SIZE the backing\n" +
         "file's size is used. -o help lists the options of the format; they are qemu-img's:\n" +
         "size, compat, backing_file, backing_fmt, cluster_size, preallocation, lazy_refcounts,\n" +
-        "refcount_bits, compression_type, extended_l2, data_file, data_file_raw.";
+        "refcount_bits, compression_type, extended_l2, data_file, data_file_raw, and for encryption\n" +
+        "encrypt.format (luks or aes), encrypt.key-secret, encrypt.cipher-alg, encrypt.cipher-mode,\n" +
+        "encrypt.ivgen-alg, encrypt.ivgen-hash-alg, encrypt.hash-alg, encrypt.iter-time, encryption.\n\n" +
+        "Example (LUKS, password from a secret object):\n" +
+        "  qcow2 create -f qcow2 --object secret,id=sec0,data=PASSWORD \\\n" +
+        "      -o encrypt.format=luks,encrypt.key-secret=sec0 disk.qcow2 10G";
 
     public override IReadOnlyList<OptionSpec> Options { get; } = new[]
     {
@@ -23,10 +28,12 @@ internal sealed class CreateCommand : Command
         new OptionSpec('F', "backing-format", true, "FMT", "format of the backing file"),
         new OptionSpec('u', "unsafe", false, null, "do not open the backing file (SIZE is then required)"),
         new OptionSpec('q', "quiet", false, null, "do not print the Formatting line"),
+        ImageArguments.Object,
     };
 
     public override int Execute(ParsedArgs args, CliContext context)
     {
+        if (ImageArguments.LoadSecrets(args, context) is not { } secrets) return ExitCodes.Success;
         string format = ImageOpener.CheckFormat(args.Get("format") ?? "raw");
         var optionList = OptionList.Parse(args.GetAll("options"));
         if (optionList.HelpRequested)
@@ -63,11 +70,20 @@ internal sealed class CreateCommand : Command
 
         if (!args.Has("quiet")) context.Out.Write(settings.FormattingLine(path, size.Value));
         context.Out.Flush();
+        EncryptionPlan? encryption;
         try
         {
-            ImageFactory.Create(path, settings, size.Value);
+            encryption = settings.Encryption.Resolve(secrets);
         }
-        catch (Exception e) when (e is ArgumentException or NotSupportedException or IOException or UnauthorizedAccessException)
+        catch (CommandFailedException e)
+        {
+            throw new CommandFailedException($"{path}: {e.Message}");
+        }
+        try
+        {
+            ImageFactory.Create(path, settings, size.Value, encryption: encryption);
+        }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException or IOException or UnauthorizedAccessException or InvalidOperationException)
         {
             throw new CommandFailedException($"{path}: {CliApp.MessageOf(e)}", null, e);
         }

@@ -10,7 +10,10 @@ internal sealed class InfoCommand : Command
 {
     public override string Name => "info";
     public override string Summary => "Show information about a disk image (format, sizes, backing file, snapshots, features)";
-    public override string Synopsis => "[--output=human|json] [--backing-chain] [-f FMT] [-U] FILE";
+    public override string Synopsis => "[--output=human|json] [--backing-chain] [--object OBJECTDEF] [--image-opts] [-f FMT] [-U] FILE";
+    public override string Details =>
+        "Encrypted images are described without their secret (as qemu-img does); an option string's\n" +
+        "encrypt.key-secret is then named in the image name but not checked.\n\n" + ImageArguments.EncryptionHelp;
 
     public override IReadOnlyList<OptionSpec> Options { get; } = new[]
     {
@@ -18,21 +21,25 @@ internal sealed class InfoCommand : Command
         new OptionSpec('\0', "output", true, "FMT", "human (default) or json"),
         new OptionSpec('\0', "backing-chain", false, null, "show every image of the backing chain"),
         new OptionSpec('U', "force-share", false, null, "accepted for qemu-img compatibility"),
+        ImageArguments.Object,
+        ImageArguments.ImageOpts,
     };
 
     public override int Execute(ParsedArgs args, CliContext context)
     {
+        if (ImageArguments.LoadSecrets(args, context) is null) return ExitCodes.Success;
         RequirePositionals(args, 1, 1, "one image file name");
         bool json = ParseOutputJson(args);
-        string path = args.Positionals[0];
-        string? format = args.Get("format");
+        var spec = ImageArguments.Image(args, args.Positionals[0], args.Get("format"));
+        string path = spec.Path;
+        string? format = spec.Format;
         var chain = new List<ImageInfoModel>();
         var seen = new HashSet<string>();
         while (true)
         {
             if (!seen.Add(Path.GetFullPath(path)))
                 throw new CommandFailedException($"Backing file '{path}' creates an infinite loop.");
-            var model = Describe(path, format);
+            var model = chain.Count == 0 ? Describe(spec) : Describe(path, format);
             chain.Add(model);
             if (!args.Has("backing-chain") || model.BackingFilename is null) break;
             path = model.FullBackingFilename!;
@@ -52,15 +59,22 @@ internal sealed class InfoCommand : Command
     }
 
     /// <summary>Builds the info model for one image file.</summary>
-    internal static ImageInfoModel Describe(string path, string? format)
+    internal static ImageInfoModel Describe(string path, string? format) => Describe(ImageSpec.FromFile(path, format));
+
+    /// <summary>
+    /// Builds the info model for the image <paramref name="spec"/> names. Like qemu-img info (which
+    /// opens without I/O), an encrypted image is described without its secret, which is not looked up.
+    /// </summary>
+    internal static ImageInfoModel Describe(ImageSpec spec)
     {
-        ImageOpener.RequireExists(path);
-        format = format is null ? ImageOpener.Probe(path) : ImageOpener.CheckFormat(format);
+        var (format, options) = ImageOpener.Prepare(spec with { KeySecretId = null }, SecretStore.Empty, readOnly: true, needsData: false);
+        string path = spec.Path;
+        string name = spec.DisplayName;
         if (format == "raw")
         {
             return new ImageInfoModel
             {
-                Filename = path,
+                Filename = name,
                 Format = "raw",
                 VirtualSize = new FileInfo(path).Length,
                 ActualSize = ImageOpener.AllocatedBytes(path),
@@ -68,11 +82,14 @@ internal sealed class InfoCommand : Command
         }
         // Like qemu-img info, one image is described without opening its backing file, so an
         // overlay whose backing file is missing or refused is still described.
-        using var image = Qcow2Image.Open(path, ImageOpener.TrustedOptions(readOnly: true) with { OpenBackingChain = false });
-        return FromQcow2(path, image);
+        using var image = Qcow2Image.Open(path, options with { OpenBackingChain = false });
+        return FromQcow2(path, image, name);
     }
 
-    internal static ImageInfoModel FromQcow2(string path, Qcow2Image image)
+    /// <param name="path">The image file (its allocation is measured).</param>
+    /// <param name="image">The open image.</param>
+    /// <param name="name">The name shown; the path when null.</param>
+    internal static ImageInfoModel FromQcow2(string path, Qcow2Image image, string? name = null)
     {
         var info = image.Info;
         // The image file's own allocation (qemu-img 7.2 does not add an external data file's).
@@ -92,7 +109,7 @@ internal sealed class InfoCommand : Command
         }
         return new ImageInfoModel
         {
-            Filename = path,
+            Filename = name ?? path,
             Format = "qcow2",
             VirtualSize = image.Size,
             ActualSize = actual,

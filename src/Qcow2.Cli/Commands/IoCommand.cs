@@ -20,7 +20,7 @@ internal sealed class IoCommand : Command
 
     public override string Name => "io";
     public override string Summary => "Run qemu-io style commands (read, write, discard, flush, map) against an image";
-    public override string Synopsis => "[-f FMT] [-r] [-c CMD]... FILE";
+    public override string Synopsis => "[--object OBJECTDEF] [--image-opts] [-f FMT] [-r] [-c CMD]... FILE";
     public override string Details =>
         "Commands:\n" +
         "  read [-P PATTERN] [-v] [-q] OFF LEN   read, optionally verify every byte is PATTERN, -v dumps\n" +
@@ -31,7 +31,8 @@ internal sealed class IoCommand : Command
         "  flush                                flush to stable storage\n" +
         "  map                                  show which ranges this image (not its backing) allocates\n" +
         "Without -c, commands are read from standard input, one per line, until quit or end of input.\n" +
-        "Numbers take k, M, G, T, P, E suffixes and 0x hex; patterns are C integers (0x.., 0..).";
+        "Numbers take k, M, G, T, P, E suffixes and 0x hex; patterns are C integers (0x.., 0..).\n\n" +
+        ImageArguments.EncryptionHelp;
 
     public override IReadOnlyList<OptionSpec> Options { get; } = new[]
     {
@@ -39,13 +40,16 @@ internal sealed class IoCommand : Command
         new OptionSpec('f', "format", true, "FMT", "image format (qcow2 or raw); probed when absent"),
         new OptionSpec('r', "read-only", false, null, "open the image read-only"),
         new OptionSpec('U', "force-share", false, null, "accepted for qemu-io compatibility"),
+        ImageArguments.Object,
+        ImageArguments.ImageOpts,
     };
 
     public override int Execute(ParsedArgs args, CliContext context)
     {
+        if (ImageArguments.LoadSecrets(args, context) is not { } secrets) return ExitCodes.Success;
         RequirePositionals(args, 1, 1, "one image file name");
-        string path = args.Positionals[0];
-        using var image = ImageOpener.Open(path, args.Get("format"), readOnly: args.Has("read-only"));
+        var spec = ImageArguments.Image(args, args.Positionals[0], args.Get("format"));
+        using var image = ImageOpener.Open(spec, secrets, readOnly: args.Has("read-only"), needsData: true);
         var runner = new IoRunner(image, context.Out);
         bool failed = false;
         var commands = args.GetAll("cmd");

@@ -11,7 +11,12 @@ internal sealed class MapCommand : Command
 {
     public override string Name => "map";
     public override string Summary => "Show how the guest range maps to host files (allocation, zeroes, offsets)";
-    public override string Synopsis => "[--output=human|json] [--start-offset=N] [--max-length=N] [-f FMT] [-U] FILE";
+    public override string Synopsis => "[--output=human|json] [--start-offset=N] [--max-length=N] [--object OBJECTDEF] [--image-opts] [-f FMT] [-U] FILE";
+    public override string Details =>
+        "An encrypted image is mapped without its secret: the map reads metadata only (qemu-img\n" +
+        "requires the secret). Its data extents have no host offset, as in qemu-img, so the human\n" +
+        "output refuses them and --output=json shows them without \"offset\". When an option string\n" +
+        "names encrypt.key-secret, the secret is verified first, as qemu-img does.\n\n" + ImageArguments.EncryptionHelp;
 
     public override IReadOnlyList<OptionSpec> Options { get; } = new[]
     {
@@ -20,16 +25,20 @@ internal sealed class MapCommand : Command
         new OptionSpec('s', "start-offset", true, "N", "first guest byte to map"),
         new OptionSpec('l', "max-length", true, "N", "map at most N bytes"),
         new OptionSpec('U', "force-share", false, null, "accepted for qemu-img compatibility"),
+        ImageArguments.Object,
+        ImageArguments.ImageOpts,
     };
 
     public override int Execute(ParsedArgs args, CliContext context)
     {
+        if (ImageArguments.LoadSecrets(args, context) is not { } secrets) return ExitCodes.Success;
         RequirePositionals(args, 1, 1, "one image file name");
         bool json = ParseOutputJson(args);
         long start = args.Get("start-offset") is { } s ? SizeParser.ParseSize(s, "offset") : 0;
         long maxLength = args.Get("max-length") is { } l ? SizeParser.ParseSize(l, "length") : long.MaxValue;
-        string path = args.Positionals[0];
-        using var image = ImageOpener.Open(path, args.Get("format"), readOnly: true);
+        var spec = ImageArguments.Image(args, args.Positionals[0], args.Get("format"));
+        string path = spec.Path;
+        using var image = ImageOpener.Open(spec, secrets, readOnly: true, needsData: false);
         if (start > image.Size) start = image.Size;
         var hostNames = HostNames(image, path);
         // The library merges and formats as qemu-img does; the CLI only names each layer's file

@@ -11,7 +11,11 @@ internal sealed class MeasureCommand : Command
 {
     public override string Name => "measure";
     public override string Summary => "Calculate the file size needed for a new image or a conversion";
-    public override string Synopsis => "[--output=human|json] [-O qcow2|raw] [-o OPTIONS] [-f FMT] [-l snapshot.name=NAME] (--size SIZE | FILE)";
+    public override string Synopsis => "[--output=human|json] [--object OBJECTDEF] [--image-opts] [-O qcow2|raw] [-o OPTIONS] [-f FMT] [-l snapshot.name=NAME] (--size SIZE | FILE)";
+    public override string Details =>
+        "With -o encrypt.format=luks the LUKS header and key slots (rounded up to clusters) are added to\n" +
+        "both sizes, as qemu-img measure adds them; the key secret must be defined (--object). An\n" +
+        "encrypted FILE is measured from its metadata, without its secret (qemu-img needs it).\n\n" + ImageArguments.EncryptionHelp;
 
     public override IReadOnlyList<OptionSpec> Options { get; } = new[]
     {
@@ -22,10 +26,13 @@ internal sealed class MeasureCommand : Command
         new OptionSpec('\0', "size", true, "SIZE", "measure a new empty image of this size"),
         new OptionSpec('l', "snapshot", true, "snapshot.name=NAME", "measure an internal snapshot of FILE"),
         new OptionSpec('U', "force-share", false, null, "accepted for qemu-img compatibility"),
+        ImageArguments.Object,
+        ImageArguments.ImageOpts,
     };
 
     public override int Execute(ParsedArgs args, CliContext context)
     {
+        if (ImageArguments.LoadSecrets(args, context) is not { } secrets) return ExitCodes.Success;
         bool json = ParseOutputJson(args);
         string outFormat = ImageOpener.CheckFormat(args.Get("output-format") ?? "raw");
         var options = OptionList.Parse(args.GetAll("options"));
@@ -41,6 +48,7 @@ internal sealed class MeasureCommand : Command
         if (sizeText is null && args.Positionals.Count == 0)
             throw new UsageException("Either --size N or one filename must be specified.");
         var settings = CreateSettings.FromOptions(outFormat, options);
+        var encryption = settings.Encryption.Resolve(secrets);
 
         IDiskImage? source = null;
         IDiskImage? snapshotView = null;
@@ -53,7 +61,7 @@ internal sealed class MeasureCommand : Command
             }
             else
             {
-                source = ImageOpener.Open(args.Positionals[0], args.Get("format"), readOnly: true);
+                source = ImageOpener.Open(ImageArguments.Image(args, args.Positionals[0], args.Get("format")), secrets, readOnly: true, needsData: false);
                 if (args.Get("snapshot") is { } snap)
                 {
                     snapshotView = SnapshotLoader.Open(source, snap);
@@ -72,8 +80,11 @@ internal sealed class MeasureCommand : Command
             else
             {
                 var r = Qcow2Measure.Measure(ImageFactory.ToQcow2Options(settings, size), snapshotView ?? source);
-                required = r.Required;
-                fully = r.FullyAllocated;
+                // The LUKS region sits in whole clusters after the metadata, and qemu-img adds it as such.
+                long cluster = settings.ClusterSize ?? 65536;
+                long luks = (EncryptionSettings.LuksRegionBytes(encryption?.Luks) + cluster - 1) / cluster * cluster;
+                required = r.Required + luks;
+                fully = r.FullyAllocated + luks;
                 bitmaps = r.Bitmaps;
             }
             context.Out.Write(json ? MeasureFormatter.Json(required, fully, bitmaps) : MeasureFormatter.Human(required, fully, bitmaps));

@@ -1,6 +1,8 @@
+using System.Buffers.Binary;
 using Qcow2.Cli.Parsing;
 using Qcow2.Spans;
 using Qcow2.Volume;
+using Qcow2.Volume.Crypto;
 
 namespace Qcow2.Cli.Framework;
 
@@ -43,14 +45,27 @@ internal static class ImageFactory
         return o;
     }
 
-    /// <summary>Creates the image file and leaves it closed.</summary>
-    public static void Create(string path, CreateSettings s, long size, bool flushToDisk = true)
+    /// <summary>Creates the image file and leaves it closed; encrypted as <paramref name="encryption"/> says (qcow2 only).</summary>
+    public static void Create(string path, CreateSettings s, long size, bool flushToDisk = true, EncryptionPlan? encryption = null)
     {
         if (s.Format == "qcow2")
         {
             // Written whole (and synced) by the creator and not opened, so a backing file named
             // with create -u need not exist.
             Qcow2Creator.Create(path, ToQcow2Options(s, size));
+            if (encryption is not null)
+            {
+                try
+                {
+                    Encrypt(path, encryption);
+                }
+                catch
+                {
+                    // qemu-img leaves no image behind when it cannot finish creating it.
+                    try { File.Delete(path); } catch (IOException) { }
+                    throw;
+                }
+            }
             return;
         }
         var mode = s.Preallocation switch
@@ -69,4 +84,28 @@ internal static class ImageFactory
         using var raw = RawImage.Create(path, size, mode);
         raw.Flush();
     }
+
+    /// <summary>Makes the freshly created qcow2 image at <paramref name="path"/> encrypted.</summary>
+    private static void Encrypt(string path, EncryptionPlan plan)
+    {
+        if (plan.Luks is { } luks)
+        {
+            // Opened without its backing chain (which need not exist, as with create -u); a data file
+            // named by the user is trusted as for every image the user names.
+            Qcow2Encryption.AddLuksEncryption(path, luks, ImageOpener.TrustedOptions(readOnly: false) with { OpenBackingChain = false });
+            return;
+        }
+        // Legacy AES has no header of its own: the image differs from a plain one only in its
+        // crypt_method (spec: header byte 32, big-endian), which is what qemu-img writes. The key is
+        // the secret itself, so there is nothing else to store.
+        Span<byte> method = stackalloc byte[4];
+        BinaryPrimitives.WriteUInt32BigEndian(method, Qcow2Constants.CryptAes);
+        using var file = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None);
+        file.Position = CryptMethodOffset;
+        file.Write(method);
+        file.Flush(flushToDisk: true);
+    }
+
+    /// <summary>Offset of crypt_method in the qcow2 header.</summary>
+    private const int CryptMethodOffset = 32;
 }

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using Qcow2.Volume;
 using Qcow2.Volume.Chain;
+using Qcow2.Volume.Crypto;
 
 namespace Qcow2.Cli.Framework;
 
@@ -44,12 +45,109 @@ internal static class ImageOpener
     public static Qcow2OpenOptions TrustedOptions(bool readOnly, Qcow2OpenOptions? baseOptions = null) =>
         (baseOptions ?? Qcow2OpenOptions.Default) with { ReadOnly = readOnly, ExternalFilePolicy = ExternalFilePolicy.AllowAll };
 
-    /// <summary>Opens an image (qcow2 or raw), probing the format when <paramref name="format"/> is null.</summary>
-    public static IDiskImage Open(string path, string? format, bool readOnly, Qcow2OpenOptions? qcow2Options = null)
+    /// <summary>
+    /// Opens an image (qcow2 or raw), probing the format when <paramref name="format"/> is null. An
+    /// encrypted image opens read-only for its metadata only (no secret is given this way).
+    /// </summary>
+    public static IDiskImage Open(string path, string? format, bool readOnly, Qcow2OpenOptions? qcow2Options = null) =>
+        Open(ImageSpec.FromFile(path, format), SecretStore.Empty, readOnly, needsData: false, qcow2Options);
+
+    /// <summary>
+    /// Opens the image <paramref name="spec"/> names, with the secret its <c>encrypt.key-secret</c>
+    /// names and its cache options. An encrypted image without a key secret fails as qemu-img fails
+    /// ("Parameter 'encrypt.key-secret' is required for cipher") when <paramref name="needsData"/>,
+    /// and otherwise opens read-only for its metadata; a secret that unlocks no key slot fails with
+    /// qemu-img's "Invalid password, cannot unlock any keyslot".
+    /// </summary>
+    /// <exception cref="CommandFailedException">The open failed for a reason worded as qemu-img words it.</exception>
+    public static IDiskImage Open(ImageSpec spec, SecretStore secrets, bool readOnly, bool needsData, Qcow2OpenOptions? qcow2Options = null)
     {
-        RequireExists(path);
-        format = format is null ? Probe(path) : CheckFormat(format);
-        return DiskImage.Open(path, format, new DiskOpenOptions { ReadOnly = readOnly, Qcow2 = TrustedOptions(readOnly, qcow2Options) });
+        var (format, options) = Prepare(spec, secrets, readOnly, needsData, qcow2Options);
+        try
+        {
+            return DiskImage.Open(spec.Path, format, new DiskOpenOptions { ReadOnly = readOnly, Qcow2 = options });
+        }
+        catch (Qcow2KeyException)
+        {
+            throw new CommandFailedException(spec.OpenFailure(InvalidPasswordMessage));
+        }
+    }
+
+    /// <summary>qemu-img's words for a secret that opens no LUKS key slot.</summary>
+    public const string InvalidPasswordMessage = "Invalid password, cannot unlock any keyslot";
+
+    /// <summary>qemu-img's words for an encrypted image opened without a key secret.</summary>
+    public const string SecretRequiredMessage = "Parameter 'encrypt.key-secret' is required for cipher";
+
+    /// <summary>
+    /// Checks the file, finds the format and builds the qcow2 open options for <paramref name="spec"/>:
+    /// cache sizes, encrypt.format against the header, the secret (see <see cref="Open(ImageSpec, SecretStore, bool, bool, Qcow2OpenOptions?)"/>).
+    /// </summary>
+    public static (string Format, Qcow2OpenOptions Options) Prepare(ImageSpec spec, SecretStore secrets, bool readOnly, bool needsData,
+        Qcow2OpenOptions? qcow2Options = null)
+    {
+        RequireExists(spec);
+        string format = spec.Format is null ? Probe(spec.Path) : CheckFormat(spec.Format);
+        var options = TrustedOptions(readOnly, qcow2Options);
+        if (format != "qcow2" || ReadHeaderFacts(spec.Path) is not { } header) return (format, options);
+        if (spec.HasCacheOptions)
+        {
+            var (l2, refcount, entry) = spec.CacheSizes(header.VirtualSize, header.ClusterSize);
+            if (l2 > 0) options = options with { L2CacheSize = l2 };
+            if (refcount > 0) options = options with { RefcountCacheSize = refcount };
+            if (entry > 0) options = options with { L2CacheEntrySize = entry };
+        }
+        string? method = header.CryptMethod switch { 0 => null, 1 => "aes", 2 => "luks", _ => "unknown" };
+        if (spec.EncryptFormat is { } wanted)
+        {
+            if (method is null)
+                throw new CommandFailedException(spec.OpenFailure($"No encryption in image header, but options specified format '{wanted}'"));
+            if (method != wanted)
+                throw new CommandFailedException(spec.OpenFailure($"Header reported '{method}' encryption format but options specified '{wanted}'"));
+        }
+        if (method is not null)
+        {
+            if (spec.KeySecretId is { } id)
+            {
+                if (!secrets.TryGet(id, out var secret)) throw new CommandFailedException(spec.OpenFailure(SecretStore.NoSecretMessage(id)));
+                options = options with { EncryptionSecret = secret };
+            }
+            else if (needsData)
+            {
+                throw new CommandFailedException(spec.OpenFailure(SecretRequiredMessage));
+            }
+        }
+        return (format, options);
+    }
+
+    /// <summary>The file must exist; for an option string qemu-img names both the string and the file.</summary>
+    public static void RequireExists(ImageSpec spec)
+    {
+        if (!spec.FromImageOpts)
+        {
+            RequireExists(spec.Path);
+            return;
+        }
+        if (!File.Exists(spec.Path))
+            throw new CommandFailedException(spec.OpenFailure(Directory.Exists(spec.Path)
+                ? $"'file' driver requires '{spec.Path}' to be a regular file"
+                : $"Could not open '{spec.Path}': No such file or directory"));
+    }
+
+    /// <summary>The few header fields the CLI needs before opening: crypt method, virtual size, cluster size.</summary>
+    internal readonly record struct HeaderFacts(uint CryptMethod, long VirtualSize, int ClusterSize);
+
+    /// <summary>Reads <see cref="HeaderFacts"/> from a qcow2 file; null when the header is too short or implausible (the open then reports why).</summary>
+    internal static HeaderFacts? ReadHeaderFacts(string path)
+    {
+        Span<byte> head = stackalloc byte[36];
+        using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+        if (fs.ReadAtLeast(head, head.Length, throwOnEndOfStream: false) < head.Length) return null;
+        // Spec: cluster_bits at byte 20, size at 24, crypt_method at 32 (all big-endian).
+        uint clusterBits = BinaryPrimitives.ReadUInt32BigEndian(head[20..]);
+        long size = BinaryPrimitives.ReadInt64BigEndian(head[24..]);
+        if (clusterBits < 9 || clusterBits > 21 || size < 0) return null;
+        return new HeaderFacts(BinaryPrimitives.ReadUInt32BigEndian(head[32..]), size, 1 << (int)clusterBits);
     }
 
     /// <summary>
@@ -57,16 +155,28 @@ internal static class ImageOpener
     /// image). With <paramref name="flushToDisk"/> false, flushes do not reach the disk (cache=unsafe,
     /// qemu-img convert's default for its target).
     /// </summary>
-    public static IDiskImage OpenWritable(string path, string? format, bool flushToDisk, out IDisposable storage)
+    public static IDiskImage OpenWritable(string path, string? format, bool flushToDisk, out IDisposable storage) =>
+        OpenWritable(ImageSpec.FromFile(path, format), SecretStore.Empty, flushToDisk, out storage);
+
+    /// <summary>
+    /// <see cref="OpenWritable(string, string?, bool, out IDisposable)"/> for an image named by
+    /// <paramref name="spec"/>, unlocked with the secret it names (an encrypted image without one
+    /// fails as qemu-img fails).
+    /// </summary>
+    public static IDiskImage OpenWritable(ImageSpec spec, SecretStore secrets, bool flushToDisk, out IDisposable storage)
     {
-        RequireExists(path);
-        format = format is null ? Probe(path) : CheckFormat(format);
-        var file = Volume.Storage.FileStorage.Open(Path.GetFullPath(path), writable: true, flushToDisk);
+        var (format, options) = Prepare(spec, secrets, readOnly: false, needsData: true);
+        var file = Volume.Storage.FileStorage.Open(Path.GetFullPath(spec.Path), writable: true, flushToDisk);
         try
         {
-            var image = DiskImage.Open(file, format, new DiskOpenOptions { ReadOnly = false, Qcow2 = TrustedOptions(readOnly: false) });
+            var image = DiskImage.Open(file, format, new DiskOpenOptions { ReadOnly = false, Qcow2 = options });
             storage = file;
             return image;
+        }
+        catch (Qcow2KeyException)
+        {
+            file.Dispose();
+            throw new CommandFailedException(spec.OpenFailure(InvalidPasswordMessage));
         }
         catch
         {

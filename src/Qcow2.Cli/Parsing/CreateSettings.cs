@@ -26,10 +26,15 @@ internal sealed record CreateSettings
     public string? DataFile { get; init; }
     public bool? DataFileRaw { get; init; }
 
+    /// <summary>The encrypt.* and encryption options (see <see cref="EncryptionSettings"/>).</summary>
+    public EncryptionSettings Encryption { get; init; } = new();
+
     public static readonly string[] Qcow2Keys =
     {
         "backing_file", "backing_fmt", "cluster_size", "compat", "compression_type", "data_file",
         "data_file_raw", "extended_l2", "lazy_refcounts", "preallocation", "refcount_bits", "size",
+        "encryption", "encrypt.format", "encrypt.key-secret", "encrypt.cipher-alg", "encrypt.cipher-mode",
+        "encrypt.ivgen-alg", "encrypt.ivgen-hash-alg", "encrypt.hash-alg", "encrypt.iter-time",
     };
 
     public static readonly string[] RawKeys = { "size", "preallocation" };
@@ -50,6 +55,15 @@ internal sealed record CreateSettings
             Line("compression_type", "str", "Compression method used for image cluster compression");
             Line("data_file", "str", "File name of an external data file");
             Line("data_file_raw", "bool (on/off)", "The external data file must stay valid as a raw image");
+            Line("encrypt.cipher-alg", "str", "Name of encryption cipher algorithm");
+            Line("encrypt.cipher-mode", "str", "Name of encryption cipher mode");
+            Line("encrypt.format", "str", "Encrypt the image, format choices: 'aes', 'luks'");
+            Line("encrypt.hash-alg", "str", "Name of encryption hash algorithm");
+            Line("encrypt.iter-time", "num", "Time to spend in PBKDF in milliseconds");
+            Line("encrypt.ivgen-alg", "str", "Name of IV generator algorithm");
+            Line("encrypt.ivgen-hash-alg", "str", "Name of IV generator hash algorithm");
+            Line("encrypt.key-secret", "str", "ID of secret providing qcow AES key or LUKS passphrase");
+            Line("encryption", "bool (on/off)", "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)");
             Line("extended_l2", "bool (on/off)", "Extended L2 tables");
             Line("lazy_refcounts", "bool (on/off)", "Postpone refcount updates");
             Line("preallocation", "str", "Preallocation mode (allowed values: off, metadata, falloc, full)");
@@ -111,6 +125,8 @@ internal sealed record CreateSettings
                 "extended_l2" => s with { ExtendedL2 = OptionList.ParseBool(key, value) },
                 "data_file" => s with { DataFile = v },
                 "data_file_raw" => s with { DataFileRaw = OptionList.ParseBool(key, value) },
+                "encryption" => s with { Encryption = s.Encryption with { Legacy = OptionList.ParseBool(key, value) } },
+                _ when key.StartsWith("encrypt.", StringComparison.Ordinal) => s with { Encryption = s.Encryption.With(key, v) },
                 _ => s,
             };
         }
@@ -132,6 +148,7 @@ internal sealed record CreateSettings
         sb.Append("Formatting '").Append(filename).Append("', fmt=").Append(Format);
         if (Format == "qcow2")
         {
+            Encryption.AppendFormatting(sb);
             sb.Append(" cluster_size=").Append((ClusterSize ?? 65536).ToString(inv));
             sb.Append(" extended_l2=").Append(ExtendedL2 == true ? "on" : "off");
             if (Preallocation is not null) sb.Append(" preallocation=").Append(Preallocation);
