@@ -169,6 +169,41 @@ public sealed class EncryptedImageInteropTests(EncryptedImageTemplates templates
     }
 
     [Fact]
+    public void OpenSnapshot_QemuSnapshotOfLuksImage_ReadsItsDecryptedContent()
+    {
+        using var dir = new TempDir();
+        string image = CreateImage(dir, "");
+        QemuTools.IoEncrypted(image, Secret, "write -P 0x01 0 128k");
+        var args = new List<string> { "snapshot" };
+        args.AddRange(QemuTools.EncryptedImageArgs(image, Secret));
+        args.AddRange(["-c", "snap1"]);
+        QemuTools.Img(args.ToArray());
+        byte[] atSnapshot = QemuTools.ReadEncryptedWithQemu(image, Secret);
+        QemuTools.IoEncrypted(image, Secret, "write -P 0x02 0 64k");
+
+        byte[] now;
+        using (var img = Qcow2Image.Open(image, Unlocked()))
+        {
+            now = ReadAll(img);
+            Assert.Equal(0x02, now[0]);
+            Assert.Equal(0x01, now[65536]);
+            using (var snap = img.OpenSnapshot("snap1"))
+            {
+                byte[] old = new byte[snap.Size];
+                snap.Read(0, old);
+                Assert.Equal(atSnapshot, old);
+            }
+            // A write to a cluster shared with the snapshot copies it (COW) and re-encrypts at its new host offset.
+            img.Write(65536 + 100, new byte[] { 9 });
+            now[65536 + 100] = 9;
+            Assert.Equal(now, ReadAll(img));
+        }
+        Assert.Equal(now, QemuTools.ReadEncryptedWithQemu(image, Secret));
+        var (code, output) = QemuTools.CheckEncrypted(image, Secret);
+        Assert.True(code == 0, output);
+    }
+
+    [Fact]
     public void Write_ConcurrentPartialSectorWrites_NoneIsLost()
     {
         using var dir = new TempDir();
