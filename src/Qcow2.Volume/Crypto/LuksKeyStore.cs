@@ -111,7 +111,7 @@ internal static class LuksKeyStore
             CryptographicOperations.ZeroMemory(slotKey);
             CryptographicOperations.ZeroMemory(candidate);
         }
-        throw new Qcow2KeyException("Invalid password, cannot unlock any keyslot.");
+        throw new Qcow2KeyException("Invalid password, cannot unlock any keyslot");
     }
 
     private static void CheckIterations(uint iterations, string field, long offset)

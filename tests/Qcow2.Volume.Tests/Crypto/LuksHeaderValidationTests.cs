@@ -151,6 +151,32 @@ public sealed class LuksHeaderValidationTests(EncryptedImageTemplates templates)
     }
 
     [Fact]
+    public void Open_UnencryptedImageWithSecret_IgnoresTheSecret()
+    {
+        using var dir = new TempDir();
+        string image = dir.File("plain.qcow2");
+        QemuTools.Img("create", "-q", "-f", "qcow2", image, "1M");
+        QemuTools.Io(image, "qcow2", "write -P 0x17 0 4k");
+        using var img = Qcow2Image.Open(image, new Qcow2OpenOptions { EncryptionSecret = Secret });
+        byte[] data = new byte[4096];
+        img.Read(0, data);
+        Assert.All(data, b => Assert.Equal(0x17, b));
+    }
+
+    [Fact]
+    public void Open_WrongSecret_MessageIsQemus()
+    {
+        // qemu-io's words for the same image and secret, so a CLI can print the message as qemu-img does.
+        using var dir = new TempDir();
+        string image = templates.Copy(dir.Path, "");
+        var args = new List<string>(QemuTools.EncryptedImageArgs(image, "wrong")) { "-c", "read 0 512" };
+        var (code, stdout, stderr) = QemuTools.Run(QemuTools.QemuIo, args.ToArray());
+        Assert.NotEqual(0, code);
+        var e = Assert.Throws<Qcow2KeyException>(() => Qcow2Image.Open(image, new Qcow2OpenOptions { EncryptionSecret = "wrong"u8.ToArray() }));
+        Assert.Contains(e.Message, stdout + stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Open_EncryptedWithoutSecretReadWrite_RefusedAsBefore()
     {
         var image = Image();
