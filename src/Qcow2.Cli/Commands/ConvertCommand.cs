@@ -55,7 +55,6 @@ internal sealed class ConvertCommand : Command
         if (args.Positionals.Count < 2) throw new UsageException("Expecting a source and a target file name");
         bool targetImageOpts = args.Has("target-image-opts");
         if (targetImageOpts && !args.Has("no-create")) throw new CommandFailedException("--target-image-opts requires use of -n flag");
-        if (targetImageOpts && args.Has("output-format")) throw new CommandFailedException("--image-opts and --format are mutually exclusive");
         if (args.Has("image-opts") && args.Has("format")) throw new CommandFailedException("--image-opts and --format are mutually exclusive");
         var sources = args.Positionals.GetRange(0, args.Positionals.Count - 1);
         string target = args.Positionals[^1];
@@ -102,6 +101,8 @@ internal sealed class ConvertCommand : Command
                 var img = ImageOpener.Open(ImageArguments.Image(args, s, args.Get("format")), secrets, readOnly: true, needsData: true);
                 opened.Add(img);
             }
+            // qemu-img refuses a target format with a target option string only once the sources are open.
+            if (targetImageOpts && args.Has("output-format")) throw new CommandFailedException("--image-opts and --format are mutually exclusive");
             var inputs = new List<IDiskImage>(opened);
             if (snapshot is not null)
             {

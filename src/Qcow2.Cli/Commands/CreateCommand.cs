@@ -68,6 +68,14 @@ internal sealed class CreateCommand : Command
         }
         if (size is null) throw new UsageException("Image creation needs a size parameter");
 
+        try
+        {
+            settings.Encryption.CheckSyntax();
+        }
+        catch (CommandFailedException e)
+        {
+            throw new CommandFailedException($"{path}: {e.Message}");
+        }
         if (!args.Has("quiet")) context.Out.Write(settings.FormattingLine(path, size.Value));
         context.Out.Flush();
         EncryptionPlan? encryption;

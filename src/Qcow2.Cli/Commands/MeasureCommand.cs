@@ -48,7 +48,7 @@ internal sealed class MeasureCommand : Command
         if (sizeText is null && args.Positionals.Count == 0)
             throw new UsageException("Either --size N or one filename must be specified.");
         var settings = CreateSettings.FromOptions(outFormat, options);
-        var encryption = settings.Encryption.Resolve(secrets);
+        var encryption = settings.Encryption.Resolve(secrets, aesNeedsSecret: false);
 
         IDiskImage? source = null;
         IDiskImage? snapshotView = null;

@@ -71,6 +71,7 @@ internal static class CliApp
             var e = Unwrap(caught);
             try { context.Out.Flush(); } catch (IOException) { }
             ReportError(context, message);
+            if (e is CommandFailedException { Hint: { } hint }) context.Error.Write(hint.TrimEnd('\n') + "\n");
             return e is CommandFailedException { ExitCode: { } code } ? code : command.ErrorExitCode;
         }
     }

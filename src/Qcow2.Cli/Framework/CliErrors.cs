@@ -16,13 +16,17 @@ internal sealed class UsageException : Exception
 /// </summary>
 internal sealed class CommandFailedException : Exception
 {
-    public CommandFailedException(string message, int? exitCode = null, Exception? inner = null)
+    public CommandFailedException(string message, int? exitCode = null, Exception? inner = null, string? hint = null)
         : base(message, inner)
     {
         ExitCode = exitCode;
+        Hint = hint;
     }
 
     public int? ExitCode { get; }
+
+    /// <summary>Lines printed as they are after the error line (qemu-img's hints, e.g. what an identifier is).</summary>
+    public string? Hint { get; }
 }
 
 /// <summary>Exit codes shared by the commands (qemu-img's values).</summary>

@@ -50,6 +50,8 @@ internal static class ImageFactory
     {
         if (s.Format == "qcow2")
         {
+            if (encryption is not null && s.Preallocation is not (null or "off"))
+                throw new NotSupportedException($"Encrypted images with preallocation={s.Preallocation} are not supported by this tool (qemu-img makes them)");
             // Written whole (and synced) by the creator and not opened, so a backing file named
             // with create -u need not exist.
             Qcow2Creator.Create(path, ToQcow2Options(s, size));

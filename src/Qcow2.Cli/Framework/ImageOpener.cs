@@ -103,7 +103,7 @@ internal static class ImageOpener
             if (method is null)
                 throw new CommandFailedException(spec.OpenFailure($"No encryption in image header, but options specified format '{wanted}'"));
             if (method != wanted)
-                throw new CommandFailedException(spec.OpenFailure($"Header reported '{method}' encryption format but options specified '{wanted}'"));
+                throw new CommandFailedException(spec.OpenFailure($"Header reported '{method}' encryption format but options specify '{wanted}'"));
         }
         if (method is not null)
         {

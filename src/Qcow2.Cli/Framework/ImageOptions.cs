@@ -132,7 +132,10 @@ internal sealed record ImageSpec
                     break;
                 case "l2-cache-size" or "l2-cache-entry-size" or "refcount-cache-size" or "cache-size" when shownDriver == "qcow2":
                     if (SizeParser.TryParse(value, out long size) != SizeParseError.None)
-                        Fail($"Parameter '{key}' expects a non-negative number below 2^64");
+                    {
+                        throw new CommandFailedException($"Could not open '{text}': Parameter '{key}' expects a non-negative number below 2^64",
+                            hint: "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.");
+                    }
                     spec = key switch
                     {
                         "l2-cache-size" => spec with { L2CacheSize = size },

@@ -87,7 +87,7 @@ internal sealed class SecretStore
         }
         if (!values.TryGetValue("id", out var id)) throw new CommandFailedException("Parameter 'id' is missing");
         if (!IsIdentifier(id))
-            throw new CommandFailedException("Parameter 'id' expects an identifier (identifiers consist of letters, digits, '-', '.', '_', starting with a letter)");
+            throw new CommandFailedException("Parameter 'id' expects an identifier", hint: "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter.");
         foreach (var key in values.Keys)
             if (key is not ("id" or "data" or "file" or "format" or "keyid" or "iv"))
                 throw new CommandFailedException($"Parameter '{key}' is unexpected");

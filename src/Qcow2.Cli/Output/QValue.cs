@@ -98,7 +98,7 @@ internal static class KeyOrder
 
     public static readonly string[] Luks =
     {
-        "ivgen-alg", "hash-alg", "cipher-alg", "uuid", "format", "cipher-mode", "slots", "payload-offset",
+        "ivgen-alg", "hash-alg", "cipher-alg", "uuid", "ivgen-hash-alg", "format", "cipher-mode", "slots", "payload-offset",
         "master-key-iters",
     };
 

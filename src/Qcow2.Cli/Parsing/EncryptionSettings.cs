@@ -27,8 +27,11 @@ internal sealed record EncryptionSettings
     public string? HashAlg { get; init; }
     public long? IterTime { get; init; }
 
+    /// <summary>An iter-time that is not a number (reported by <see cref="CheckSyntax"/>, as qemu-img reports it: after the file name).</summary>
+    public string? BadIterTime { get; init; }
+
     /// <summary>Whether any encryption option was given at all.</summary>
-    public bool Any => Legacy is not null || Format is not null || KeySecret is not null || CipherAlg is not null ||
+    public bool Any => BadIterTime is not null || Legacy is not null || Format is not null || KeySecret is not null || CipherAlg is not null ||
         CipherMode is not null || IvgenAlg is not null || IvgenHashAlg is not null || HashAlg is not null || IterTime is not null;
 
     private static readonly string[] CipherAlgs =
@@ -52,14 +55,18 @@ internal sealed record EncryptionSettings
         "encrypt.ivgen-alg" => this with { IvgenAlg = value },
         "encrypt.ivgen-hash-alg" => this with { IvgenHashAlg = value },
         "encrypt.hash-alg" => this with { HashAlg = value },
-        "encrypt.iter-time" => this with
-        {
-            IterTime = long.TryParse(value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long ms)
-                ? ms
-                : throw new UsageException("Parameter 'encrypt.iter-time' expects a number"),
-        },
+        "encrypt.iter-time" => long.TryParse(value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long ms)
+            ? this with { IterTime = ms, BadIterTime = null }
+            : this with { IterTime = null, BadIterTime = value },
         _ => throw new UsageException($"Invalid parameter '{key}'"),
     };
+
+    /// <summary>Fails for an option whose value does not parse (qemu-img checks these before it prints anything).</summary>
+    /// <exception cref="CommandFailedException">iter-time is not a number.</exception>
+    public void CheckSyntax()
+    {
+        if (BadIterTime is not null) throw new CommandFailedException("Parameter 'encrypt.iter-time' expects a number");
+    }
 
     /// <summary>The options as qemu-img's "Formatting" line lists them (its option order, before cluster_size).</summary>
     public void AppendFormatting(StringBuilder sb)
@@ -83,9 +90,12 @@ internal sealed record EncryptionSettings
     /// Checks the options as qemu-img does when it creates (or measures) the image and looks up
     /// the secret: null when the image is not encrypted, else what to encrypt it with.
     /// </summary>
+    /// <param name="secrets">The <c>--object</c> secrets.</param>
+    /// <param name="aesNeedsSecret">False for measure: qemu-img measures a legacy AES image without looking at its secret.</param>
     /// <exception cref="CommandFailedException">qemu-img's message (without the file name in front).</exception>
-    public EncryptionPlan? Resolve(SecretStore secrets)
+    public EncryptionPlan? Resolve(SecretStore secrets, bool aesNeedsSecret = true)
     {
+        CheckSyntax();
         if (Legacy is not null && Format is not null)
             throw new CommandFailedException("'encrypt.format' and its alias 'encryption' can't be used at the same time");
         string? format = Format ?? (Legacy == true ? "aes" : null);
@@ -114,6 +124,7 @@ internal sealed record EncryptionSettings
             Check("ivgen-hash-alg", IvgenHashAlg, HashAlgs);
             Check("hash-alg", HashAlg, HashAlgs);
         }
+        if (format == "aes" && !aesNeedsSecret) return new EncryptionPlan(format, Array.Empty<byte>(), null);
         if (KeySecret is null) throw new CommandFailedException(ImageOpener.SecretRequiredMessage);
         byte[] secret = secrets.Get(KeySecret);
         if (format == "aes") return new EncryptionPlan(format, secret, null);
