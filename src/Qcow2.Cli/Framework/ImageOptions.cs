@@ -202,7 +202,12 @@ internal sealed record ImageSpec
                     $"L2 cache entry size must be a power of two between 512 and the cluster size ({clusterSize})")));
             entry = (int)e;
         }
-        // The library treats 0 as "default"; a cache QEMU would make tiny still gets the smallest it allows.
+        // QEMU never makes the caches smaller than two L2 entries and four refcount blocks. The
+        // library reads 0 as "its default", so a size that was set (or derived) is kept above 0.
+        bool l2Set = L2CacheSize is not null || CacheSize is not null;
+        bool refcountSet = RefcountCacheSize is not null || CacheSize is not null;
+        if (l2Set) l2 = Math.Max(l2, 2L * (entry > 0 ? entry : clusterSize));
+        if (refcountSet) refcount = Math.Max(refcount, 4L * clusterSize);
         return (l2, refcount, entry);
     }
 
