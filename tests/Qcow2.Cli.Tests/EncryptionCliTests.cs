@@ -34,6 +34,7 @@ public sealed class EncryptionCliTests : IClassFixture<EncryptionCliTests.Fixtur
             Cli.QemuOk(Dir.Path, "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=" + Password,
                 "-o", "encrypt.format=aes,encrypt.key-secret=s0", "qaes.qcow2", "4M");
             QemuTools.IoEncrypted(Dir.File("qaes.qcow2"), Password, "write -P 0x66 64k 200k");
+            File.WriteAllBytes(Dir.File("disk.raw"), new byte[1 << 20]);
         }
 
         public void Dispose() => Dir.Dispose();
@@ -333,6 +334,11 @@ public sealed class EncryptionCliTests : IClassFixture<EncryptionCliTests.Fixtur
 
     [Theory]
     [InlineData("info", "--image-opts", "driver=qcow2,file.filename=q.qcow2,foo=bar")]
+    [InlineData("info", "--image-opts", "driver=qcow2,file.filename=q.qcow2,foo=1,bar=2")]
+    [InlineData("info", "--image-opts", "driver=qcow2,file.filename=q.qcow2,zz=1,aa=2,mm=3")]
+    [InlineData("info", "--image-opts", "driver=qcow2,file.filename=q.qcow2,l2-cache-size=1M,xyz=1,abc=2")]
+    [InlineData("info", "--image-opts", "file.filename=disk.raw,l2-cache-size=1M,encrypt.key-secret=x")]
+    [InlineData("map", "--image-opts", "file.filename=disk.raw,refcount-cache-size=1M")]
     [InlineData("info", "--image-opts", "driver=raw,file.filename=q.qcow2,encrypt.key-secret=s0")]
     [InlineData("info", "--image-opts", "driver=qcow2")]
     [InlineData("info", "--image-opts", "driver=qcow2,file.filename=nonexist.qcow2")]

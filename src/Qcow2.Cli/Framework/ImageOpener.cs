@@ -89,6 +89,8 @@ internal static class ImageOpener
         RequireExists(spec);
         string format = spec.Format is null ? Probe(spec.Path) : CheckFormat(spec.Format);
         var options = TrustedOptions(readOnly, qcow2Options);
+        if (format == "raw" && spec.Qcow2OnlyKeys.Count > 0)
+            throw new CommandFailedException(spec.OpenFailure($"Block format 'raw' does not support the option '{spec.Qcow2OnlyKeys[0]}'"));
         if (format != "qcow2" || ReadHeaderFacts(spec.Path) is not { } header) return (format, options);
         if (spec.HasCacheOptions)
         {

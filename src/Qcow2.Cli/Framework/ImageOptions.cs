@@ -39,6 +39,9 @@ internal sealed record ImageSpec
     public long? RefcountCacheSize { get; init; }
     public long? CacheSize { get; init; }
 
+    /// <summary>The qcow2-only keys given without a driver, in order (refused if the file probes as raw).</summary>
+    public IReadOnlyList<string> Qcow2OnlyKeys { get; init; } = Array.Empty<string>();
+
     /// <summary>A plain file name.</summary>
     public static ImageSpec FromFile(string path, string? format) => new() { Argument = path, Path = path, Format = format };
 
@@ -108,6 +111,8 @@ internal sealed record ImageSpec
         string shownDriver = driver ?? "qcow2";
 
         var spec = new ImageSpec { Argument = text, Path = filename ?? "", Format = driver, FromImageOpts = true };
+        var qcow2Only = new List<string>();
+        var unsupported = new List<string>();
         foreach (var (key, rawValue) in values)
         {
             // A later key without '=' is QEMU's deprecated short boolean ("foo" is foo=on).
@@ -124,13 +129,16 @@ internal sealed record ImageSpec
                         Fail($"Parameter '{key}' expects 'on' or 'off'");
                     break;
                 case "encrypt.key-secret" when shownDriver == "qcow2":
+                    qcow2Only.Add(key);
                     spec = spec with { KeySecretId = value };
                     break;
                 case "encrypt.format" when shownDriver == "qcow2":
+                    qcow2Only.Add(key);
                     if (value is not ("luks" or "aes")) Fail($"Parameter 'encrypt.format' does not accept value '{value}'");
                     spec = spec with { EncryptFormat = value };
                     break;
                 case "l2-cache-size" or "l2-cache-entry-size" or "refcount-cache-size" or "cache-size" when shownDriver == "qcow2":
+                    qcow2Only.Add(key);
                     if (SizeParser.TryParse(value, out long size) != SizeParseError.None)
                     {
                         throw new CommandFailedException($"Could not open '{text}': Parameter '{key}' expects a non-negative number below 2^64",
@@ -145,15 +153,43 @@ internal sealed record ImageSpec
                     };
                     break;
                 default:
-                    if (shownDriver == "qcow2" && KnownUnsupported.Contains(key))
-                        Fail($"The qcow2 option '{key}' is not supported by this tool");
-                    Fail($"Block format '{shownDriver}' does not support the option '{key}'");
+                    if (!unsupported.Contains(key)) unsupported.Add(key);
                     break;
             }
         }
+        if (unsupported.Count > 0)
+        {
+            // QEMU names the first left-over key in its dictionary's order.
+            string key = QemuDictOrder(unsupported)[0];
+            if (shownDriver == "qcow2" && KnownUnsupported.Contains(key))
+                Fail($"The qcow2 option '{key}' is not supported by this tool");
+            Fail($"Block format '{shownDriver}' does not support the option '{key}'");
+        }
         if (filename is null) Fail("A block device must be specified for \"file\"");
+        if (driver is null) spec = spec with { Qcow2OnlyKeys = QemuDictOrder(qcow2Only) };
         if (spec.Path.Length == 0) Fail("The 'file' block driver requires a file name");
         return spec;
+    }
+
+    /// <summary>
+    /// <paramref name="keys"/> (distinct, in insertion order) in the order a QEMU QDict iterates
+    /// them: by hash bucket (tdb_hash modulo 512), and within a bucket the latest inserted first.
+    /// </summary>
+    internal static List<string> QemuDictOrder(IReadOnlyList<string> keys)
+    {
+        var indexed = new List<(string Key, uint Bucket, int Index)>();
+        for (int i = 0; i < keys.Count; i++) indexed.Add((keys[i], QDictBucket(keys[i]), i));
+        indexed.Sort((a, b) => a.Bucket != b.Bucket ? a.Bucket.CompareTo(b.Bucket) : b.Index.CompareTo(a.Index));
+        return indexed.ConvertAll(t => t.Key);
+    }
+
+    /// <summary>QEMU's qdict bucket for a key (the tdb hash of its bytes, 512 buckets).</summary>
+    internal static uint QDictBucket(string key)
+    {
+        byte[] bytes = Encoding.UTF8.GetBytes(key);
+        uint value = unchecked(0x238F13AFu * (uint)bytes.Length);
+        for (int i = 0; i < bytes.Length; i++) value = unchecked(value + ((uint)bytes[i] << (i * 5 % 24)));
+        return unchecked(1103515243u * value + 12345u) % 512;
     }
 
     /// <summary>
