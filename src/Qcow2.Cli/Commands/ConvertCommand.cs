@@ -89,6 +89,8 @@ internal sealed class ConvertCommand : Command
             return ExitCodes.Success;
         }
 
+        if (noCreate && options.Items.Count > 0) throw new CommandFailedException("-o has no effect when skipping image creation");
+
         var opened = new List<IDiskImage>();
         IDiskImage? targetImage = null;
         IDisposable? targetFile = null;

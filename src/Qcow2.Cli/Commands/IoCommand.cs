@@ -48,6 +48,8 @@ internal sealed class IoCommand : Command
     {
         if (ImageArguments.LoadSecrets(args, context) is not { } secrets) return ExitCodes.Success;
         RequirePositionals(args, 1, 1, "one image file name");
+        // qemu-io's wording (qemu-img says --format).
+        if (args.Has("image-opts") && args.Has("format")) throw new CommandFailedException("--image-opts and -f are mutually exclusive");
         var spec = ImageArguments.Image(args, args.Positionals[0], args.Get("format"));
         using var image = ImageOpener.Open(spec, secrets, readOnly: args.Has("read-only"), needsData: true);
         var runner = new IoRunner(image, context.Out);

@@ -107,6 +107,15 @@ internal static class ImageOpener
             if (method != wanted)
                 throw new CommandFailedException(spec.OpenFailure($"Header reported '{method}' encryption format but options specify '{wanted}'"));
         }
+        if (spec.BackingKeySecretId is { } backingId)
+        {
+            // The library gives the whole chain one secret: the image's, passed on to its backing files.
+            if (!secrets.TryGet(backingId, out var backingSecret))
+                throw new CommandFailedException(spec.OpenFailure("Could not open backing file: " + SecretStore.NoSecretMessage(backingId)));
+            if (method is not null && spec.KeySecretId is { } topId && secrets.TryGet(topId, out var top) && !top.AsSpan().SequenceEqual(backingSecret))
+                throw new CommandFailedException(spec.OpenFailure("A backing file with a secret other than the image's is not supported by this tool"));
+            options = options with { EncryptionSecret = backingSecret };
+        }
         if (method is not null)
         {
             if (spec.KeySecretId is { } id)

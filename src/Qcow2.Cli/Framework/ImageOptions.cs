@@ -31,6 +31,12 @@ internal sealed record ImageSpec
     /// <summary>encrypt.key-secret: the id of the <c>--object secret</c> that unlocks the image.</summary>
     public string? KeySecretId { get; init; }
 
+    /// <summary>
+    /// backing.encrypt.key-secret: the secret of an encrypted backing file. The library opens a
+    /// chain with one secret, so it must be the same secret as the image's (or the image unencrypted).
+    /// </summary>
+    public string? BackingKeySecretId { get; init; }
+
     /// <summary>encrypt.format: "luks" or "aes", checked against the image header.</summary>
     public string? EncryptFormat { get; init; }
 
@@ -131,6 +137,10 @@ internal sealed record ImageSpec
                 case "encrypt.key-secret" when shownDriver == "qcow2":
                     qcow2Only.Add(key);
                     spec = spec with { KeySecretId = value };
+                    break;
+                case "backing.encrypt.key-secret" when shownDriver == "qcow2":
+                    qcow2Only.Add(key);
+                    spec = spec with { BackingKeySecretId = value };
                     break;
                 case "encrypt.format" when shownDriver == "qcow2":
                     qcow2Only.Add(key);
