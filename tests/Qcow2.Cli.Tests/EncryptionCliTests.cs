@@ -271,14 +271,20 @@ public sealed class EncryptionCliTests : IClassFixture<EncryptionCliTests.Fixtur
     public void Measure_LuksOptions_EqualsQemuImg()
     {
         using var dir = new TempDir();
+        Cli.QemuOk(dir.Path, "create", "-q", "-f", "qcow2", "src.qcow2", "64M");
+        Cli.QemuIo(dir.Path, "src.qcow2", "write -P 0x42 0 5M", "write -P 0x43 40M 64k");
         foreach (var (size, options) in new[]
         {
             ("1G", QemuLuks + ",encrypt.cipher-alg=aes-128"),
             ("100G", QemuLuks + ",cluster_size=4096"),
             ("4M", "encrypt.format=aes,encrypt.key-secret=s0"),
+            ("4M", "encryption=on"),
+            ("", QemuLuks + ",cluster_size=16k"),
         })
         {
-            var args = With("measure", "--output=json", "-O", "qcow2", "--size", size, Secret, "-o", options);
+            var args = size.Length == 0
+                ? With("measure", "--output=json", "-O", "qcow2", Secret, "-o", options, "src.qcow2")
+                : With("measure", "--output=json", "-O", "qcow2", "--size", size, Secret, "-o", options);
             var ours = Cli.Run(dir.Path, args);
             (int Code, string Out, string Err) qemu;
             int attempt = 0;

@@ -18,9 +18,6 @@ internal sealed class SecretStore
     /// <summary>No secrets at all.</summary>
     public static SecretStore Empty { get; } = new();
 
-    /// <summary>The ids defined, in no particular order.</summary>
-    public IEnumerable<string> Ids => _secrets.Keys;
-
     /// <summary>qemu-img's list of creatable object types, cut to the one this tool has.</summary>
     public const string TypesHelp = "List of user creatable objects:\n  secret\n";
 
