@@ -69,6 +69,12 @@ public class SecretObjectTests
     }
 
     [Fact]
+    public void Load_EndlessFile_RefusedAtTheLimit()
+    {
+        Assert.Contains("larger than", Fails("secret,id=s0,file=/dev/zero"));
+    }
+
+    [Fact]
     public void Load_MissingFile_GLibWording()
     {
         Assert.Equal("Unable to read /nonexistent/pw: Failed to open file \u201c/nonexistent/pw\u201d: No such file or directory",

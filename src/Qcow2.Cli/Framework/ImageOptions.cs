@@ -135,20 +135,20 @@ internal sealed record ImageSpec
                         Fail($"Parameter '{key}' expects 'on' or 'off'");
                     break;
                 case "encrypt.key-secret" when shownDriver == "qcow2":
-                    qcow2Only.Add(key);
+                    if (!qcow2Only.Contains(key)) qcow2Only.Add(key);
                     spec = spec with { KeySecretId = value };
                     break;
                 case "backing.encrypt.key-secret" when shownDriver == "qcow2":
-                    qcow2Only.Add(key);
+                    if (!qcow2Only.Contains(key)) qcow2Only.Add(key);
                     spec = spec with { BackingKeySecretId = value };
                     break;
                 case "encrypt.format" when shownDriver == "qcow2":
-                    qcow2Only.Add(key);
+                    if (!qcow2Only.Contains(key)) qcow2Only.Add(key);
                     if (value is not ("luks" or "aes")) Fail($"Parameter 'encrypt.format' does not accept value '{value}'");
                     spec = spec with { EncryptFormat = value };
                     break;
                 case "l2-cache-size" or "l2-cache-entry-size" or "refcount-cache-size" or "cache-size" when shownDriver == "qcow2":
-                    qcow2Only.Add(key);
+                    if (!qcow2Only.Contains(key)) qcow2Only.Add(key);
                     if (SizeParser.TryParse(value, out long size) != SizeParseError.None)
                     {
                         throw new CommandFailedException($"Could not open '{text}': Parameter '{key}' expects a non-negative number below 2^64",

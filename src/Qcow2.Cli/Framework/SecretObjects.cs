@@ -124,12 +124,25 @@ internal sealed class SecretStore
         return true;
     }
 
+    /// <summary>The largest secret file read (QEMU has no limit; this keeps /dev/zero from eating the memory).</summary>
+    internal const int MaxSecretFileBytes = 16 << 20;
+
     /// <summary>The file's bytes as they are (a trailing newline is part of the secret, as in QEMU).</summary>
     private static byte[] ReadSecretFile(string path)
     {
         try
         {
-            return File.ReadAllBytes(path);
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            using var buffer = new MemoryStream();
+            var chunk = new byte[81920];
+            int n;
+            while ((n = stream.Read(chunk)) > 0)
+            {
+                if (buffer.Length + n > MaxSecretFileBytes)
+                    throw new CommandFailedException($"Unable to read {path}: the secret file is larger than {MaxSecretFileBytes >> 20} MiB");
+                buffer.Write(chunk, 0, n);
+            }
+            return buffer.ToArray();
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
