@@ -13,7 +13,7 @@ public sealed record FuzzSettings
     public TimeSpan Duration { get; init; } = TimeSpan.FromMinutes(1);
 
     /// <summary>The targets to exercise.</summary>
-    public IReadOnlyList<FuzzTarget> Targets { get; init; } = [FuzzTarget.OpenRead, FuzzTarget.Check, FuzzTarget.Write];
+    public IReadOnlyList<FuzzTarget> Targets { get; init; } = [FuzzTarget.OpenRead, FuzzTarget.Check, FuzzTarget.Write, FuzzTarget.Encrypted];
 
     /// <summary>Where to save inputs that failed (null: keep them in memory only).</summary>
     public string? FindingsDirectory { get; init; }
@@ -23,6 +23,13 @@ public sealed record FuzzSettings
 
     /// <summary>One input may take at most this long before it counts as a hang.</summary>
     public TimeSpan HangTimeout { get; init; } = TimeSpan.FromSeconds(20);
+
+    /// <summary>
+    /// An input that finishes but took longer than this is a finding ("slow"); null: only hangs count.
+    /// The encrypted target's worst legitimate input spends the library's whole PBKDF2 budget per open
+    /// (a few seconds); anything slower means a bound is missing.
+    /// </summary>
+    public TimeSpan? SlowInputLimit { get; init; }
 
     /// <summary>One input may allocate at most this many managed bytes.</summary>
     public long AllocationLimit { get; init; } = 1L << 30;
@@ -39,4 +46,12 @@ public enum FuzzTarget
 
     /// <summary>Open read-write and write; an image that checked clean must stay clean.</summary>
     Write,
+
+    /// <summary>
+    /// Encrypted seeds (LUKS xts and cbc-essiv, legacy AES): the keyless metadata-only open (data reads
+    /// must be refused), then, on a memory copy, an open with the secret (sometimes a wrong one), reads,
+    /// writes read back, zero writes, discards, a check that must stay clean, a reopen that must read the
+    /// last write back, and for unclean images a repair after which the secret must still unlock.
+    /// </summary>
+    Encrypted,
 }

@@ -36,8 +36,6 @@ internal static class LuksFormatter
             throw new ArgumentException($"The IV generator '{o.IvgenAlg}' is not supported (plain, plain64 and essiv are).", nameof(o));
         if (o.IterTimeMs <= 0 && o.Iterations is null)
             throw new ArgumentException("The iteration time must be positive.", nameof(o));
-        if (o.Iterations is { } it && (it < 1 || it > LuksKeyStore.MaxIterations))
-            throw new ArgumentException($"Iterations must be from 1 to {LuksKeyStore.MaxIterations}.", nameof(o));
         int keyBytes = aesBytes * (o.CipherMode == "xts" ? 2 : 1);
         // QEMU decrypts key material in whole 512-byte sectors only (it asserts otherwise): aes-192-cbc
         // gives 96000 bytes, which qemu-img could not open.
@@ -46,6 +44,9 @@ internal static class LuksFormatter
         string mode = o.CipherMode + "-" + o.IvgenAlg + (o.IvgenAlg == "essiv" ? ":" + o.IvgenHashAlg : "");
         if (!CryptoHash.TryGet(o.HashAlg, out var hash))
             throw new ArgumentException($"The hash '{o.HashAlg}' is not supported (sha1, sha256, sha384, sha512 are).", nameof(o));
+        // An image this toolkit could not unlock again is refused (LuksKeyStore.MaxUnlockWork).
+        if (o.Iterations is { } it && (it < 1 || it > MaxSlotIterations(hash, keyBytes)))
+            throw new ArgumentException($"Iterations must be from 1 to {MaxSlotIterations(hash, keyBytes)} for {o.CipherAlg}-{o.CipherMode} with {o.HashAlg}.", nameof(o));
         try
         {
             return (LuksCipherSpec.Parse("aes", mode, (uint)keyBytes), hash, mode);
@@ -73,7 +74,7 @@ internal static class LuksFormatter
         try
         {
             uint slotIterations = o.Iterations ?? Calibrate(hash, keyBytes, o.IterTimeMs);
-            uint digestIterations = Math.Max(MinIterations, slotIterations / 8);
+            uint digestIterations = DigestIterations(slotIterations);
 
             var h = LuksPartitionHeaderView.Create(region);
             LuksKeyStore.Magic.CopyTo(h.Magic);
@@ -112,6 +113,20 @@ internal static class LuksFormatter
         }
     }
 
+    private static uint DigestIterations(uint slotIterations) => Math.Max(MinIterations, slotIterations / 8);
+
+    /// <summary>
+    /// The most slot iterations whose slot, with its digest check (an eighth, at least 1000), stays within
+    /// <see cref="LuksKeyStore.MaxUnlockWork"/>: it × blocks + max(1000, it / 8) ≤ it × (8 × blocks + 1) / 8 + 1000.
+    /// </summary>
+    internal static uint MaxSlotIterations(CryptoHash hash, int keyBytes)
+    {
+        long blocks = (keyBytes + hash.DigestBytes - 1) / hash.DigestBytes;
+        long max = 8 * (LuksKeyStore.MaxUnlockWork - MinIterations) / (8 * blocks + 1);
+        Debug.Assert(LuksKeyStore.SlotWork((uint)max, keyBytes, hash, DigestIterations((uint)max)) <= LuksKeyStore.MaxUnlockWork);
+        return (uint)max;
+    }
+
     /// <summary>PBKDF2 iterations that take about <paramref name="milliseconds"/> here (at least 1000).</summary>
     private static uint Calibrate(CryptoHash hash, int keyBytes, int milliseconds)
     {
@@ -128,7 +143,7 @@ internal static class LuksFormatter
             {
                 double perMs = rounds / Math.Max(elapsed, 0.001);
                 double want = perMs * milliseconds;
-                return (uint)Math.Clamp(want, MinIterations, LuksKeyStore.MaxIterations);
+                return (uint)Math.Clamp(want, MinIterations, MaxSlotIterations(hash, keyBytes));
             }
             rounds <<= 1;
         }

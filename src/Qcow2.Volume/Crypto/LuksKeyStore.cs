@@ -15,8 +15,13 @@ namespace Qcow2.Volume.Crypto;
 /// <remarks>
 /// Every number that sizes work or memory comes from the untrusted header and is checked first:
 /// stripes must be QEMU's 4000 (so key material is at most 64 × 4000 bytes), the key size must fit the
-/// cipher, and PBKDF2 iteration counts are capped at <see cref="MaxIterations"/> (QEMU has no cap; its
-/// own images use what two seconds of hashing give, far below it).
+/// cipher, and the PBKDF2 work one open may spend is capped at <see cref="MaxUnlockWork"/>. QEMU 7.2
+/// only requires iteration counts to be non-zero, so a hostile header (eight active slots, each with
+/// 2^32 - 1 iterations and a 64-byte key under SHA-1) would keep it hashing for days; a wrong secret
+/// pays for every active slot. The cap counts hash-block iterations (iterations × output blocks, plus
+/// the digest check of each slot tried): a slot made by QEMU with its default 2 s iter-time on a fast
+/// machine costs about 11 million, under the cap; the cap costs about 3 s on such a machine (7 s on a
+/// slow shared core).
 /// </remarks>
 internal static class LuksKeyStore
 {
@@ -26,8 +31,23 @@ internal static class LuksKeyStore
     /// <summary>The anti-forensic stripe count QEMU writes and requires.</summary>
     public const int Stripes = 4000;
 
-    /// <summary>The largest PBKDF2 iteration count accepted (about a minute of SHA-512 at worst).</summary>
-    public const uint MaxIterations = 1u << 26;
+    /// <summary>
+    /// The PBKDF2 work one unlock may spend, in hash-block iterations (see <see cref="SlotWork"/>), summed
+    /// over the slots it tries. Slots are tried in order until one matches; trying a slot that would
+    /// take the total past this limit is refused instead.
+    /// </summary>
+    public const long MaxUnlockWork = 1L << 24;
+
+    /// <summary>The largest single PBKDF2 iteration count accepted (no slot above it can fit <see cref="MaxUnlockWork"/>).</summary>
+    public const uint MaxIterations = (uint)MaxUnlockWork;
+
+    /// <summary>
+    /// The PBKDF2 cost of trying one key slot: its iterations times the output blocks of the slot key
+    /// (PBKDF2 runs its iterations once per digest-sized block of output), plus the master key digest
+    /// check (20 bytes: one block of any supported hash).
+    /// </summary>
+    public static long SlotWork(uint slotIterations, int keyBytes, CryptoHash hash, uint digestIterations) =>
+        (long)slotIterations * ((keyBytes + hash.DigestBytes - 1) / hash.DigestBytes) + digestIterations;
 
     public const int SlotCount = 8;
     public const int DigestBytes = 20;
@@ -83,6 +103,10 @@ internal static class LuksKeyStore
             if (regionOffset > file.Length - materialOffset - materialBytes)
                 throw new Qcow2CorruptImageException($"LUKS key slot {i}.key_material_offset", slotAt + LuksKeySlotView.KeyMaterialOffsetOffset, slot.KeyMaterialOffset,
                     "The key material extends past the end of the file.");
+            long work = SlotWork(slot.Iterations, keyBytes, hash, digestIterations);
+            if (work > MaxUnlockWork)
+                throw new Qcow2UnsupportedImageException("encryption",
+                    $"LUKS key slot {i} needs {work} PBKDF2 block iterations ({slot.Iterations} iterations, digest {digestIterations}); at most {MaxUnlockWork} are spent on one open.");
             active[activeCount++] = i;
         }
 
@@ -92,9 +116,15 @@ internal static class LuksKeyStore
         Span<byte> digest = stackalloc byte[DigestBytes];
         try
         {
+            long spent = 0;
             for (int a = 0; a < activeCount; a++)
             {
                 var slot = LuksKeySlotReadOnlyView.Create(h.KeySlots.Slice(active[a] * LuksKeySlotView.SizeInBytes));
+                // A wrong secret pays for every active slot: stop before the total passes the limit.
+                spent += SlotWork(slot.Iterations, keyBytes, hash, digestIterations);
+                if (spent > MaxUnlockWork)
+                    throw new Qcow2UnsupportedImageException("encryption",
+                        $"The secret unlocked none of LUKS key slots {string.Join(", ", active[..a].ToArray())}; trying key slot {active[a]} would take the PBKDF2 work of this open past {MaxUnlockWork} block iterations, so it was not tried.");
                 hash.Pbkdf2(secret, slot.Salt, (int)slot.Iterations, slotKey);
                 int read = file.Read(regionOffset + (long)slot.KeyMaterialOffset * SectorCipher.SectorSize, material);
                 if (read < material.Length) material.AsSpan(Math.Max(read, 0)).Clear();
