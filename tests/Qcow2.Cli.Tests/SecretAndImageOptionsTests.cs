@@ -333,6 +333,30 @@ public class EncryptionSettingsTests
             s.FormattingLine("e.qcow2", 4 << 20));
     }
 
+    // qemu-img create printed encrypt.iter-time=8 for "010", 16 for "0x10" and 5 for "+5".
+    [Theory]
+    [InlineData("010", "8")]
+    [InlineData("0x10", "16")]
+    [InlineData("+5", "5")]
+    [InlineData("10", "10")]
+    public void FormattingLine_IterTime_ReadAsQemuReadsNumbers(string given, string printed)
+    {
+        var s = CreateSettings.FromOptions("qcow2", OptionList.Parse("encrypt.format=luks,encrypt.iter-time=" + given));
+        Assert.Contains($" encrypt.iter-time={printed} ", s.FormattingLine("e.qcow2", 1 << 20));
+    }
+
+    [Theory]
+    [InlineData("1k")]
+    [InlineData("08")]
+    [InlineData("")]
+    [InlineData("0x")]
+    [InlineData("1.5")]
+    public void IterTime_NotANumber_QemuMessage(string given)
+    {
+        var s = CreateSettings.FromOptions("qcow2", OptionList.Parse("encrypt.format=luks,encrypt.iter-time=" + given));
+        Assert.Equal("Parameter 'encrypt.iter-time' expects a number", Assert.Throws<CommandFailedException>(s.Encryption.CheckSyntax).Message);
+    }
+
     // Payload offsets of qemu-img's LUKS headers (info "payload-offset"): 2068480 for aes-256-xts
     // (64-byte key), 1052672 for a 32-byte key, 528384 for aes-128-cbc.
     [Theory]

@@ -141,7 +141,15 @@ internal sealed class ConvertCommand : Command
                 {
                     throw new CommandFailedException($"{target}: error while converting {outFormat}: {e.Message}");
                 }
-                ImageFactory.Create(target, settings, settings.Size ?? total, flushToDisk, encryption);
+                try
+                {
+                    ImageFactory.Create(target, settings, settings.Size ?? total, flushToDisk, encryption);
+                }
+                catch (Exception e) when (encryption is not null && e is ArgumentException or NotSupportedException or InvalidOperationException)
+                {
+                    // What the library refuses about the encryption, worded as qemu-img words creation failures.
+                    throw new CommandFailedException($"{target}: error while converting {outFormat}: {CliApp.MessageOf(e)}", null, e);
+                }
                 if (encryption is not null) targetSpec = targetSpec with { KeySecretId = settings.Encryption.KeySecret };
                 fresh = true;
             }

@@ -55,11 +55,40 @@ internal sealed record EncryptionSettings
         "encrypt.ivgen-alg" => this with { IvgenAlg = value },
         "encrypt.ivgen-hash-alg" => this with { IvgenHashAlg = value },
         "encrypt.hash-alg" => this with { HashAlg = value },
-        "encrypt.iter-time" => long.TryParse(value, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long ms)
+        "encrypt.iter-time" => TryParseQemuNumber(value, out long ms)
             ? this with { IterTime = ms, BadIterTime = null }
             : this with { IterTime = null, BadIterTime = value },
         _ => throw new UsageException($"Invalid parameter '{key}'"),
     };
+
+    /// <summary>
+    /// A QEMU number option as strtoull reads it with base 0: decimal, 0x hex or 0 octal, an
+    /// optional sign; false when anything is left over. Values beyond a long (or negative ones,
+    /// which QEMU wraps to huge numbers) come back as -1 so that they are refused later.
+    /// </summary>
+    internal static bool TryParseQemuNumber(string text, out long value)
+    {
+        value = 0;
+        ReadOnlySpan<char> s = text.AsSpan().TrimStart();
+        bool negative = false;
+        if (s.Length > 0 && s[0] is '+' or '-') { negative = s[0] == '-'; s = s[1..]; }
+        int radix = 10;
+        if (s.Length > 1 && s[0] == '0' && s[1] is 'x' or 'X') { radix = 16; s = s[2..]; }
+        else if (s.Length > 1 && s[0] == '0') { radix = 8; s = s[1..]; }
+        if (s.IsEmpty) return false;
+        ulong v = 0;
+        bool overflow = false;
+        foreach (char c in s)
+        {
+            int d = c is >= '0' and <= '9' ? c - '0' : c is >= 'a' and <= 'f' ? c - 'a' + 10 : c is >= 'A' and <= 'F' ? c - 'A' + 10 : 99;
+            if (d >= radix) return false;
+            ulong next = unchecked(v * (ulong)radix + (ulong)d);
+            if (next / (ulong)radix != v) overflow = true;
+            v = next;
+        }
+        value = overflow || negative && v != 0 || v > long.MaxValue ? -1 : (long)v;
+        return true;
+    }
 
     /// <summary>Fails for an option whose value does not parse (qemu-img checks these before it prints anything).</summary>
     /// <exception cref="CommandFailedException">iter-time is not a number.</exception>
