@@ -218,17 +218,20 @@ public sealed class EncryptionCliTests : IClassFixture<EncryptionCliTests.Fixtur
         Assert.Equal(expected, File.ReadAllBytes(dir.File("ours2.raw")));
     }
 
-    [Fact]
-    public void Convert_ToLuksTarget_WritesEncryptedImageQemuImgReadsBack()
+    [Theory]
+    [InlineData(FastLuks, "luks")]
+    [InlineData("encrypt.format=aes,encrypt.key-secret=s0", "aes")]
+    [InlineData("encryption=on,encrypt.key-secret=s0", "aes")]
+    public void Convert_ToEncryptedTarget_WritesEncryptedImageQemuImgReadsBack(string options, string format)
     {
         using var dir = new TempDir();
         Cli.QemuOk(dir.Path, "create", "-q", "-f", "qcow2", "src.qcow2", "4M");
         Cli.QemuIo(dir.Path, "src.qcow2", "write -P 0x42 64k 192k", "write -P 0x43 3M 4k");
-        var r = Cli.Run(dir.Path, With("convert", "-O", "qcow2", Secret, "-o", FastLuks, "src.qcow2", "enc.qcow2"));
+        var r = Cli.Run(dir.Path, With("convert", "-O", "qcow2", Secret, "-o", options, "src.qcow2", "enc.qcow2"));
         Assert.True(r.Code == 0, r.Err);
         var info = Cli.Qemu(dir.Path, "info", "enc.qcow2");
         Assert.Contains("encrypted: yes", info.Out);
-        Assert.Contains("format: luks", info.Out);
+        Assert.Contains("format: " + format, info.Out);
         var cmp = Cli.Qemu(dir.Path, With("compare", Secret, "--image-opts", Opts("enc.qcow2"), "driver=qcow2,file.filename=src.qcow2"));
         Assert.Equal(0, cmp.Code);
         Assert.Equal(0, QemuTools.CheckEncrypted(dir.File("enc.qcow2"), Password).ExitCode);
