@@ -20,12 +20,12 @@ internal sealed class ImageEncryption : IDisposable
 
     public bool UsesHostOffset { get; }
 
-    /// <summary>Opens the LUKS header region of an image with <paramref name="secret"/>.</summary>
+    /// <summary>Opens the LUKS header region of an image with <paramref name="secret"/>, spending at most <paramref name="maxWork"/> PBKDF2 block iterations (<see cref="Qcow2OpenOptions.MaxKeyDerivationWork"/>).</summary>
     /// <exception cref="Qcow2CorruptImageException">The header or a key slot is malformed.</exception>
     /// <exception cref="Qcow2UnsupportedImageException">The cipher or hash is not supported, or an iteration count is absurd.</exception>
     /// <exception cref="Qcow2KeyException">The secret unlocks no key slot.</exception>
-    public static ImageEncryption OpenLuks(IStorage file, long regionOffset, long regionLength, ReadOnlySpan<byte> secret) =>
-        new(LuksKeyStore.Unlock(file, regionOffset, regionLength, secret), usesHostOffset: true);
+    public static ImageEncryption OpenLuks(IStorage file, long regionOffset, long regionLength, ReadOnlySpan<byte> secret, long maxWork) =>
+        new(LuksKeyStore.Unlock(file, regionOffset, regionLength, secret, maxWork), usesHostOffset: true);
 
     /// <summary>
     /// Legacy qcow2 AES: AES-128-CBC with plain64 IVs, keyed with the first 16 bytes of the secret

@@ -44,7 +44,7 @@ internal static class LuksFormatter
         string mode = o.CipherMode + "-" + o.IvgenAlg + (o.IvgenAlg == "essiv" ? ":" + o.IvgenHashAlg : "");
         if (!CryptoHash.TryGet(o.HashAlg, out var hash))
             throw new ArgumentException($"The hash '{o.HashAlg}' is not supported (sha1, sha256, sha384, sha512 are).", nameof(o));
-        // An image this toolkit could not unlock again is refused (LuksKeyStore.MaxUnlockWork).
+        // An image this toolkit could not unlock again is refused (LuksKeyStore.DefaultUnlockWork).
         if (o.Iterations is { } it && (it < 1 || it > MaxSlotIterations(hash, keyBytes)))
             throw new ArgumentException($"Iterations must be from 1 to {MaxSlotIterations(hash, keyBytes)} for {o.CipherAlg}-{o.CipherMode} with {o.HashAlg}.", nameof(o));
         try
@@ -117,13 +117,13 @@ internal static class LuksFormatter
 
     /// <summary>
     /// The most slot iterations whose slot, with its digest check (an eighth, at least 1000), stays within
-    /// <see cref="LuksKeyStore.MaxUnlockWork"/>: it × blocks + max(1000, it / 8) ≤ it × (8 × blocks + 1) / 8 + 1000.
+    /// <see cref="LuksKeyStore.DefaultUnlockWork"/>: it × blocks + max(1000, it / 8) ≤ it × (8 × blocks + 1) / 8 + 1000.
     /// </summary>
     internal static uint MaxSlotIterations(CryptoHash hash, int keyBytes)
     {
         long blocks = (keyBytes + hash.DigestBytes - 1) / hash.DigestBytes;
-        long max = 8 * (LuksKeyStore.MaxUnlockWork - MinIterations) / (8 * blocks + 1);
-        Debug.Assert(LuksKeyStore.SlotWork((uint)max, keyBytes, hash, DigestIterations((uint)max)) <= LuksKeyStore.MaxUnlockWork);
+        long max = 8 * (LuksKeyStore.DefaultUnlockWork - MinIterations) / (8 * blocks + 1);
+        Debug.Assert(LuksKeyStore.SlotWork((uint)max, keyBytes, hash, DigestIterations((uint)max)) <= LuksKeyStore.DefaultUnlockWork);
         return (uint)max;
     }
 

@@ -15,13 +15,13 @@ namespace Qcow2.Volume.Crypto;
 /// <remarks>
 /// Every number that sizes work or memory comes from the untrusted header and is checked first:
 /// stripes must be QEMU's 4000 (so key material is at most 64 × 4000 bytes), the key size must fit the
-/// cipher, and the PBKDF2 work one open may spend is capped at <see cref="MaxUnlockWork"/>. QEMU 7.2
-/// only requires iteration counts to be non-zero, so a hostile header (eight active slots, each with
-/// 2^32 - 1 iterations and a 64-byte key under SHA-1) would keep it hashing for days; a wrong secret
-/// pays for every active slot. The cap counts hash-block iterations (iterations × output blocks, plus
-/// the digest check of each slot tried): a slot made by QEMU with its default 2 s iter-time on a fast
-/// machine costs about 11 million, under the cap; the cap costs about 3 s on such a machine (7 s on a
-/// slow shared core).
+/// cipher, and the PBKDF2 work one open may spend is capped (<see cref="DefaultUnlockWork"/>, or
+/// <see cref="Qcow2OpenOptions.MaxKeyDerivationWork"/>). QEMU 7.2 only requires iteration counts to be
+/// non-zero, so a hostile header (eight active slots, each with 2^32 - 1 iterations and a 64-byte key
+/// under SHA-1) would keep it hashing for days; a wrong secret pays for every active slot. The cap
+/// counts hash-block iterations (iterations × output blocks, plus the digest check of each slot tried).
+/// It must stay far above what honest images need: qemu-img's iter-time measures the time of one slot
+/// derivation on the creating machine, so a faster machine or a longer iter-time makes larger counts.
 /// </remarks>
 internal static class LuksKeyStore
 {
@@ -32,14 +32,17 @@ internal static class LuksKeyStore
     public const int Stripes = 4000;
 
     /// <summary>
-    /// The PBKDF2 work one unlock may spend, in hash-block iterations (see <see cref="SlotWork"/>), summed
-    /// over the slots it tries. Slots are tried in order until one matches; trying a slot that would
-    /// take the total past this limit is refused instead.
+    /// The PBKDF2 work one unlock may spend by default, in hash-block iterations (see <see cref="SlotWork"/>),
+    /// summed over the slots it tries (<see cref="Qcow2OpenOptions.MaxKeyDerivationWork"/> changes it).
+    /// Slots are tried in order until one matches; trying a slot that would take the total past the
+    /// limit is refused instead. 2^28 is about 30 s of hashing on one slow shared core; qemu-img's
+    /// default 2 s iter-time made a slot of about 2.05·10^7 (9.1 M iterations of SHA-256 for a 64-byte
+    /// key, plus its digest check) on that same core, so images made with up to ~25 s iter-time open.
     /// </summary>
-    public const long MaxUnlockWork = 1L << 24;
+    public const long DefaultUnlockWork = 1L << 28;
 
-    /// <summary>The largest single PBKDF2 iteration count accepted (no slot above it can fit <see cref="MaxUnlockWork"/>).</summary>
-    public const uint MaxIterations = (uint)MaxUnlockWork;
+    /// <summary>The largest single PBKDF2 iteration count accepted at all (.NET's PBKDF2 takes an int).</summary>
+    public const uint MaxIterations = int.MaxValue;
 
     /// <summary>
     /// The PBKDF2 cost of trying one key slot: its iterations times the output blocks of the slot key
@@ -59,12 +62,13 @@ internal static class LuksKeyStore
 
     public static ReadOnlySpan<byte> Magic => [(byte)'L', (byte)'U', (byte)'K', (byte)'S', 0xBA, 0xBE];
 
-    /// <summary>Unlocks the header at <paramref name="regionOffset"/> of <paramref name="file"/> (the region is <paramref name="regionLength"/> bytes).</summary>
+    /// <summary>Unlocks the header at <paramref name="regionOffset"/> of <paramref name="file"/> (the region is <paramref name="regionLength"/> bytes), spending at most <paramref name="maxWork"/> PBKDF2 block iterations over the slots it tries.</summary>
     /// <exception cref="Qcow2CorruptImageException">The header or a key slot is malformed.</exception>
     /// <exception cref="Qcow2UnsupportedImageException">The cipher, hash or an iteration count is beyond what is supported.</exception>
     /// <exception cref="Qcow2KeyException">No active key slot accepts the secret.</exception>
-    public static SectorCipher Unlock(IStorage file, long regionOffset, long regionLength, ReadOnlySpan<byte> secret)
+    public static SectorCipher Unlock(IStorage file, long regionOffset, long regionLength, ReadOnlySpan<byte> secret, long maxWork = DefaultUnlockWork)
     {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxWork);
         byte[] headerBytes = new byte[HeaderBytes];
         int got = file.Read(regionOffset, headerBytes);
         if (got < HeaderBytes)
@@ -79,7 +83,7 @@ internal static class LuksKeyStore
         var hash = CryptoHash.Get(Text(h.HashSpec), "PBKDF2");
         int keyBytes = spec.KeyBytes;
         uint digestIterations = h.MasterKeyDigestIterations;
-        CheckIterations(digestIterations, "LUKS header.mk_digest_iterations", regionOffset + LuksPartitionHeaderView.MasterKeyDigestIterationsOffset);
+        CheckIterations(digestIterations, "LUKS header.mk_digest_iterations", regionOffset + LuksPartitionHeaderView.MasterKeyDigestIterationsOffset, maxWork);
 
         // Validate every slot before spending time on any of them.
         int materialBytes = keyBytes * Stripes;
@@ -92,7 +96,7 @@ internal static class LuksKeyStore
             if (slot.Active == SlotDisabled) continue;
             if (slot.Active != SlotEnabled)
                 throw new Qcow2CorruptImageException($"LUKS key slot {i}.active", slotAt, slot.Active, "The key slot state is neither enabled nor disabled.");
-            CheckIterations(slot.Iterations, $"LUKS key slot {i}.iterations", slotAt + LuksKeySlotView.IterationsOffset);
+            CheckIterations(slot.Iterations, $"LUKS key slot {i}.iterations", slotAt + LuksKeySlotView.IterationsOffset, maxWork);
             if (slot.Stripes != Stripes)
                 throw new Qcow2CorruptImageException($"LUKS key slot {i}.stripes", slotAt + LuksKeySlotView.StripesOffset, slot.Stripes,
                     $"The key slot has {slot.Stripes} anti-forensic stripes; LUKS1 as QEMU writes it uses {Stripes}.");
@@ -104,9 +108,9 @@ internal static class LuksKeyStore
                 throw new Qcow2CorruptImageException($"LUKS key slot {i}.key_material_offset", slotAt + LuksKeySlotView.KeyMaterialOffsetOffset, slot.KeyMaterialOffset,
                     "The key material extends past the end of the file.");
             long work = SlotWork(slot.Iterations, keyBytes, hash, digestIterations);
-            if (work > MaxUnlockWork)
+            if (work > maxWork)
                 throw new Qcow2UnsupportedImageException("encryption",
-                    $"LUKS key slot {i} needs {work} PBKDF2 block iterations ({slot.Iterations} iterations, digest {digestIterations}); at most {MaxUnlockWork} are spent on one open.");
+                    $"LUKS key slot {i} needs {work} PBKDF2 block iterations ({slot.Iterations} iterations, digest {digestIterations}); at most {maxWork} are spent on one open (Qcow2OpenOptions.MaxKeyDerivationWork).");
             active[activeCount++] = i;
         }
 
@@ -122,9 +126,9 @@ internal static class LuksKeyStore
                 var slot = LuksKeySlotReadOnlyView.Create(h.KeySlots.Slice(active[a] * LuksKeySlotView.SizeInBytes));
                 // A wrong secret pays for every active slot: stop before the total passes the limit.
                 spent += SlotWork(slot.Iterations, keyBytes, hash, digestIterations);
-                if (spent > MaxUnlockWork)
+                if (spent > maxWork)
                     throw new Qcow2UnsupportedImageException("encryption",
-                        $"The secret unlocked none of LUKS key slots {string.Join(", ", active[..a].ToArray())}; trying key slot {active[a]} would take the PBKDF2 work of this open past {MaxUnlockWork} block iterations, so it was not tried.");
+                        $"The secret unlocked none of LUKS key slots {string.Join(", ", active[..a].ToArray())}; trying key slot {active[a]} would take the PBKDF2 work of this open past {maxWork} block iterations (Qcow2OpenOptions.MaxKeyDerivationWork), so it was not tried.");
                 hash.Pbkdf2(secret, slot.Salt, (int)slot.Iterations, slotKey);
                 int read = file.Read(regionOffset + (long)slot.KeyMaterialOffset * SectorCipher.SectorSize, material);
                 if (read < material.Length) material.AsSpan(Math.Max(read, 0)).Clear();
@@ -144,13 +148,14 @@ internal static class LuksKeyStore
         throw new Qcow2KeyException("Invalid password, cannot unlock any keyslot");
     }
 
-    private static void CheckIterations(uint iterations, string field, long offset)
+    private static void CheckIterations(uint iterations, string field, long offset, long maxWork)
     {
         if (iterations == 0)
             throw new Qcow2CorruptImageException(field, offset, 0, "The PBKDF2 iteration count is zero.");
-        if (iterations > MaxIterations)
+        long most = Math.Min(MaxIterations, maxWork);
+        if (iterations > most)
             throw new Qcow2UnsupportedImageException("encryption",
-                $"{field} asks for {iterations} PBKDF2 iterations; at most {MaxIterations} are accepted.");
+                $"{field} asks for {iterations} PBKDF2 iterations; at most {most} are accepted (Qcow2OpenOptions.MaxKeyDerivationWork).");
     }
 
     internal static string Text(ReadOnlySpan<byte> field)

@@ -24,7 +24,8 @@ public sealed partial class Qcow2Image
     private void UnlockEncryption(byte[] secret)
     {
         _crypto = _encryption == CryptMethod.Luks
-            ? ImageEncryption.OpenLuks(_file, _cryptHeaderOffset, _cryptHeaderLength, secret)
+            ? ImageEncryption.OpenLuks(_file, _cryptHeaderOffset, _cryptHeaderLength, secret,
+                _options.MaxKeyDerivationWork > 0 ? _options.MaxKeyDerivationWork : LuksKeyStore.DefaultUnlockWork)
             : ImageEncryption.OpenLegacyAes(secret);
         _cryptoWriteRanges = new SectorRangeLock();
         // The LUKS region is metadata: the pre-write overlap check keeps data out of it (bounded by the file).
