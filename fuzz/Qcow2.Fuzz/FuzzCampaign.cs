@@ -141,7 +141,7 @@ public static class FuzzCampaign
                 {
                     FuzzTarget.OpenRead => OpenRead(input, actionSeed),
                     FuzzTarget.Check => CheckAndRepair(input),
-                    FuzzTarget.Encrypted => Encrypted(input, actionSeed, secret ?? SeedImages.EncryptedSecret),
+                    FuzzTarget.Encrypted => Encrypted(input, actionSeed, secret ?? SeedImages.EncryptedSecret, settings.KeyDerivationWork),
                     _ => Write(input, actionSeed),
                 };
             }
@@ -292,7 +292,7 @@ public static class FuzzCampaign
     /// read the last write or zero write back. Stage 3, for an image that unlocked but did not check
     /// clean: a repair must not cost the secret its key (the LUKS region is metadata to the checker).
     /// </summary>
-    private static (string, string) Encrypted(byte[] input, int actionSeed, byte[] secret)
+    private static (string, string) Encrypted(byte[] input, int actionSeed, byte[] secret, long work)
     {
         var random = new Random(actionSeed);
         string keyless = "";
@@ -328,7 +328,7 @@ public static class FuzzCampaign
         random.NextBytes(data);
         try
         {
-            using (var image = Qcow2Image.Open(copy, new Qcow2OpenOptions { EncryptionSecret = usedSecret }))
+            using (var image = Qcow2Image.Open(copy, new Qcow2OpenOptions { EncryptionSecret = usedSecret, MaxKeyDerivationWork = work }))
             {
                 if (image.IsReadOnly) return ("rejected", keyless + "opened read-only");
                 ReadSome(image, random);
@@ -362,16 +362,16 @@ public static class FuzzCampaign
         catch (Exception e) when (IsTyped(e) || e is Qcow2KeyException)
         {
             if (wasClean || before.FailureMessage is not null) throw;
-            return Repaired(input, secret, keyless + e.GetType().Name + ": " + e.Message);
+            return Repaired(input, secret, work, keyless + e.GetType().Name + ": " + e.Message);
         }
 
-        if (!wasClean) return Repaired(input, secret, null);
+        if (!wasClean) return Repaired(input, secret, work, null);
         var after = Qcow2Checker.Check(copy, CheckOptions.ReadOnly);
         if (after.Corruptions > 0 || after.FailureMessage is not null)
             return ("write corrupted a clean image", $"{after.Corruptions} corruption(s): {after.FailureMessage} {string.Join("; ", after.Findings.Take(3))}");
         if (last is { } w)
         {
-            using var reopened = Qcow2Image.Open(copy, new Qcow2OpenOptions { ReadOnly = true, EncryptionSecret = usedSecret });
+            using var reopened = Qcow2Image.Open(copy, new Qcow2OpenOptions { ReadOnly = true, EncryptionSecret = usedSecret, MaxKeyDerivationWork = work });
             var got = new byte[w.Length];
             reopened.Read(w.Offset, got);
             bool same = w.Kind == 0 ? !got.AsSpan().ContainsAnyExcept((byte)0) : got.AsSpan().SequenceEqual(data.AsSpan(0, w.Length));
@@ -386,13 +386,13 @@ public static class FuzzCampaign
     /// the repaired one must unlock too. <paramref name="refused"/>: why the keyed open of the original
     /// failed (the input then counts as refused whatever the repair does, unless it breaks a rule).
     /// </summary>
-    private static (string, string) Repaired(byte[] input, byte[] secret, string? refused)
+    private static (string, string) Repaired(byte[] input, byte[] secret, long work, string? refused)
     {
         bool unlockedBefore;
         try
         {
             using var storage = new MemoryStorage(input, writable: false, "fuzz");
-            using var image = Qcow2Image.Open(storage, new Qcow2OpenOptions { ReadOnly = true, EncryptionSecret = secret });
+            using var image = Qcow2Image.Open(storage, new Qcow2OpenOptions { ReadOnly = true, EncryptionSecret = secret, MaxKeyDerivationWork = work });
             unlockedBefore = image.Info.Encryption != CryptMethod.None;
         }
         catch (Exception e) when (IsTyped(e) || e is Qcow2KeyException)
@@ -406,7 +406,7 @@ public static class FuzzCampaign
         {
             try
             {
-                using var image = Qcow2Image.Open(copy, new Qcow2OpenOptions { ReadOnly = true, EncryptionSecret = secret });
+                using var image = Qcow2Image.Open(copy, new Qcow2OpenOptions { ReadOnly = true, EncryptionSecret = secret, MaxKeyDerivationWork = work });
                 ReadSome(image, new Random(1));
             }
             catch (Qcow2KeyException e)

@@ -31,6 +31,14 @@ public sealed record FuzzSettings
     /// </summary>
     public TimeSpan? SlowInputLimit { get; init; }
 
+    /// <summary>
+    /// The PBKDF2 budget of the encrypted target's keyed opens (<see cref="Qcow2.Volume.Qcow2OpenOptions.MaxKeyDerivationWork"/>,
+    /// hash-block iterations): 2^22, under two seconds of hashing on a slow core, so mutated iteration
+    /// counts exercise the bound without making every such input cost the library's default budget
+    /// (2^28, about 30 s and more). The seeds need about 3000.
+    /// </summary>
+    public long KeyDerivationWork { get; init; } = 1L << 22;
+
     /// <summary>One input may allocate at most this many managed bytes.</summary>
     public long AllocationLimit { get; init; } = 1L << 30;
 }
