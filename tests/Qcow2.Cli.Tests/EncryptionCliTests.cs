@@ -338,6 +338,24 @@ public sealed class EncryptionCliTests : IClassFixture<EncryptionCliTests.Fixtur
     }
 
     [Theory]
+    [InlineData("q.qcow2")]
+    [InlineData("--object", "secret,id=s0,data=wrong", "--image-opts", "driver=qcow2,file.filename=q.qcow2,encrypt.key-secret=s0")]
+    [InlineData("--object", "secret,id=s0,data=pw", "--image-opts", "driver=qcow2,file.filename=q.qcow2,encrypt.key-secret=s1")]
+    [InlineData("--image-opts", "driver=qcow2,file.filename=q.qcow2")]
+    [InlineData("--image-opts", "driver=qcow2,file.filename=nonexist.qcow2")]
+    [InlineData("--object", "secret,id=s0", "q.qcow2")]
+    public void Errors_IoOpen_AsQemuIo(params string[] args)
+    {
+        string p = _fixture.Dir.Path;
+        var full = With(args[..^1], "-c", "read 0 512", args[^1]);
+        var qemu = Cli.RunTool(QemuTools.QemuIo, p, full);
+        var ours = Cli.Run(p, With("io", full));
+        Assert.NotEqual(0, qemu.Code);
+        Assert.Equal(qemu.Code, ours.Code);
+        Assert.Equal(qemu.Err.Replace("qemu-io: ", "qcow2: ", StringComparison.Ordinal), ours.Err);
+    }
+
+    [Theory]
     [InlineData("secret,id=s0")]
     [InlineData("secret,id=s0,data=a,file=b")]
     [InlineData("secret,id=s0,data=a,format=hex")]

@@ -60,7 +60,7 @@ internal sealed class CheckCommand : Command
             }
             catch (Volume.Crypto.Qcow2KeyException)
             {
-                throw new CommandFailedException(spec.OpenFailure(ImageOpener.InvalidPasswordMessage), ExitCodes.CheckFailed);
+                throw spec.OpenError(ImageOpener.InvalidPasswordMessage, ExitCodes.CheckFailed);
             }
             catch (Exception e) when (e is Qcow2CorruptImageException or Qcow2UnsupportedImageException)
             {
@@ -78,11 +78,11 @@ internal sealed class CheckCommand : Command
             }
             catch (Qcow2CorruptImageException e)
             {
-                throw new CommandFailedException(spec.OpenFailure(e.Reason), ExitCodes.CheckFailed);
+                throw spec.OpenError(e.Reason, ExitCodes.CheckFailed);
             }
             catch (Qcow2UnsupportedImageException e)
             {
-                throw new CommandFailedException(spec.OpenFailure(e.Message), ExitCodes.CheckFailed);
+                throw spec.OpenError(e.Message, ExitCodes.CheckFailed);
             }
         }
 

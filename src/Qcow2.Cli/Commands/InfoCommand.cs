@@ -33,7 +33,7 @@ internal sealed class InfoCommand : Command
         var spec = ImageArguments.Image(args, args.Positionals[0], args.Get("format"));
         // qemu-img info opens no backing file, so it refuses options for one.
         if (spec.BackingKeySecretId is not null)
-            throw new CommandFailedException(spec.OpenFailure("Block format 'qcow2' does not support the option 'backing.encrypt.key-secret'"));
+            throw spec.OpenError("Block format 'qcow2' does not support the option 'backing.encrypt.key-secret'");
         string path = spec.Path;
         string? format = spec.Format;
         var chain = new List<ImageInfoModel>();

@@ -44,14 +44,34 @@ internal sealed class IoCommand : Command
         ImageArguments.ImageOpts,
     };
 
+    /// <summary>
+    /// Opens the image, failing in qemu-io's words: "can't open device FILE: REASON" for a file
+    /// name ("can't open: REASON" for an option string), where REASON is what qemu-img would put
+    /// after "Could not open 'FILE': " (or the whole message when the file itself is missing).
+    /// </summary>
+    private static IDiskImage OpenAsQemuIo(ParsedArgs args, SecretStore secrets)
+    {
+        string argument = args.Positionals[0];
+        bool imageOpts = args.Has("image-opts");
+        string prefix = imageOpts ? "can't open: " : $"can't open device {argument}: ";
+        try
+        {
+            var spec = ImageArguments.Image(args, argument, args.Get("format"), imageOpts);
+            return ImageOpener.Open(spec, secrets, readOnly: args.Has("read-only"), needsData: true);
+        }
+        catch (CommandFailedException e)
+        {
+            throw new CommandFailedException(prefix + (e.OpenReason ?? e.Message), e.ExitCode, e) { Hint = e.Hint };
+        }
+    }
+
     public override int Execute(ParsedArgs args, CliContext context)
     {
         if (ImageArguments.LoadSecrets(args, context) is not { } secrets) return ExitCodes.Success;
         RequirePositionals(args, 1, 1, "one image file name");
         // qemu-io's wording (qemu-img says --format).
         if (args.Has("image-opts") && args.Has("format")) throw new CommandFailedException("--image-opts and -f are mutually exclusive");
-        var spec = ImageArguments.Image(args, args.Positionals[0], args.Get("format"));
-        using var image = ImageOpener.Open(spec, secrets, readOnly: args.Has("read-only"), needsData: true);
+        using var image = OpenAsQemuIo(args, secrets);
         var runner = new IoRunner(image, context.Out);
         bool failed = false;
         var commands = args.GetAll("cmd");

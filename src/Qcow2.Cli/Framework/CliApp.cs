@@ -139,6 +139,8 @@ internal static class CliApp
             sb.Append("  ").Append(c.Name.PadRight(width)).Append("  ").Append(c.Summary).Append('\n');
         sb.Append("\nSizes take the suffixes k, M, G, T, P, E (powers of 1024) and b for bytes.\n");
         sb.Append("Formats are 'qcow2' and 'raw'; without -f the format is probed.\n");
+        sb.Append("Encrypted images: --object secret,id=ID,data=PASSWORD with --image-opts\n");
+        sb.Append("driver=qcow2,file.filename=FILE,encrypt.key-secret=ID; create -o encrypt.format=luks,encrypt.key-secret=ID.\n");
         return sb.ToString();
     }
 }

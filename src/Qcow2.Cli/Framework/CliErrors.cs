@@ -26,7 +26,10 @@ internal sealed class CommandFailedException : Exception
     public int? ExitCode { get; }
 
     /// <summary>Lines printed as they are after the error line (qemu-img's hints, e.g. what an identifier is).</summary>
-    public string? Hint { get; }
+    public string? Hint { get; init; }
+
+    /// <summary>For a failed open: the reason alone, without "Could not open 'NAME': " (qemu-io words it differently).</summary>
+    public string? OpenReason { get; init; }
 }
 
 /// <summary>Exit codes shared by the commands (qemu-img's values).</summary>

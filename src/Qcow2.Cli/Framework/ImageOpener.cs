@@ -69,7 +69,7 @@ internal static class ImageOpener
         }
         catch (Qcow2KeyException)
         {
-            throw new CommandFailedException(spec.OpenFailure(InvalidPasswordMessage));
+            throw spec.OpenError(InvalidPasswordMessage);
         }
     }
 
@@ -90,7 +90,7 @@ internal static class ImageOpener
         string format = spec.Format is null ? Probe(spec.Path) : CheckFormat(spec.Format);
         var options = TrustedOptions(readOnly, qcow2Options);
         if (format == "raw" && spec.Qcow2OnlyKeys.Count > 0)
-            throw new CommandFailedException(spec.OpenFailure($"Block format 'raw' does not support the option '{spec.Qcow2OnlyKeys[0]}'"));
+            throw spec.OpenError($"Block format 'raw' does not support the option '{spec.Qcow2OnlyKeys[0]}'");
         if (format != "qcow2" || ReadHeaderFacts(spec.Path) is not { } header) return (format, options);
         if (spec.HasCacheOptions)
         {
@@ -103,29 +103,29 @@ internal static class ImageOpener
         if (spec.EncryptFormat is { } wanted)
         {
             if (method is null)
-                throw new CommandFailedException(spec.OpenFailure($"No encryption in image header, but options specified format '{wanted}'"));
+                throw spec.OpenError($"No encryption in image header, but options specified format '{wanted}'");
             if (method != wanted)
-                throw new CommandFailedException(spec.OpenFailure($"Header reported '{method}' encryption format but options specify '{wanted}'"));
+                throw spec.OpenError($"Header reported '{method}' encryption format but options specify '{wanted}'");
         }
         if (spec.BackingKeySecretId is { } backingId)
         {
             // The library gives the whole chain one secret: the image's, passed on to its backing files.
             if (!secrets.TryGet(backingId, out var backingSecret))
-                throw new CommandFailedException(spec.OpenFailure("Could not open backing file: " + SecretStore.NoSecretMessage(backingId)));
+                throw spec.OpenError("Could not open backing file: " + SecretStore.NoSecretMessage(backingId));
             if (method is not null && spec.KeySecretId is { } topId && secrets.TryGet(topId, out var top) && !top.AsSpan().SequenceEqual(backingSecret))
-                throw new CommandFailedException(spec.OpenFailure("A backing file with a secret other than the image's is not supported by this tool"));
+                throw spec.OpenError("A backing file with a secret other than the image's is not supported by this tool");
             options = options with { EncryptionSecret = backingSecret };
         }
         if (method is not null)
         {
             if (spec.KeySecretId is { } id)
             {
-                if (!secrets.TryGet(id, out var secret)) throw new CommandFailedException(spec.OpenFailure(SecretStore.NoSecretMessage(id)));
+                if (!secrets.TryGet(id, out var secret)) throw spec.OpenError(SecretStore.NoSecretMessage(id));
                 options = options with { EncryptionSecret = secret };
             }
             else if (needsData)
             {
-                throw new CommandFailedException(spec.OpenFailure(SecretRequiredMessage));
+                throw spec.OpenError(SecretRequiredMessage);
             }
         }
         return (format, options);
@@ -140,9 +140,9 @@ internal static class ImageOpener
             return;
         }
         if (!File.Exists(spec.Path))
-            throw new CommandFailedException(spec.OpenFailure(Directory.Exists(spec.Path)
+            throw spec.OpenError(Directory.Exists(spec.Path)
                 ? $"'file' driver requires '{spec.Path}' to be a regular file"
-                : $"Could not open '{spec.Path}': No such file or directory"));
+                : $"Could not open '{spec.Path}': No such file or directory");
     }
 
     /// <summary>The few header fields the CLI needs before opening: crypt method, virtual size, cluster size.</summary>
@@ -187,7 +187,7 @@ internal static class ImageOpener
         catch (Qcow2KeyException)
         {
             file.Dispose();
-            throw new CommandFailedException(spec.OpenFailure(InvalidPasswordMessage));
+            throw spec.OpenError(InvalidPasswordMessage);
         }
         catch
         {

@@ -76,6 +76,10 @@ internal sealed record ImageSpec
     /// <summary>"Could not open 'ARG': REASON", qemu-img's wording for every failed open.</summary>
     public string OpenFailure(string reason) => $"Could not open '{Argument}': {reason}";
 
+    /// <summary>The failed-open error: <see cref="OpenFailure"/> as its message, the reason kept apart.</summary>
+    public CommandFailedException OpenError(string reason, int? exitCode = null) =>
+        new(OpenFailure(reason), exitCode) { OpenReason = reason };
+
     /// <summary>The keys qemu knows for qcow2 but this tool does not implement.</summary>
     private static readonly HashSet<string> KnownUnsupported = new(StringComparer.Ordinal)
     {
@@ -97,7 +101,7 @@ internal sealed record ImageSpec
         {
             throw new CommandFailedException($"Could not open '{text}': {e.Message}");
         }
-        string Fail(string reason) => throw new CommandFailedException($"Could not open '{text}': {reason}");
+        string Fail(string reason) => throw new CommandFailedException($"Could not open '{text}': {reason}") { OpenReason = reason };
         if (list.HelpRequested) Fail("Block format 'qcow2' does not support the option 'help'");
 
         var values = new List<KeyValuePair<string, string?>>(list.Items);
@@ -151,8 +155,12 @@ internal sealed record ImageSpec
                     if (!qcow2Only.Contains(key)) qcow2Only.Add(key);
                     if (SizeParser.TryParse(value, out long size) != SizeParseError.None)
                     {
-                        throw new CommandFailedException($"Could not open '{text}': Parameter '{key}' expects a non-negative number below 2^64",
-                            hint: "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.");
+                        string reason = $"Parameter '{key}' expects a non-negative number below 2^64";
+                        throw new CommandFailedException($"Could not open '{text}': {reason}",
+                            hint: "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.")
+                        {
+                            OpenReason = reason,
+                        };
                     }
                     spec = key switch
                     {
@@ -218,15 +226,15 @@ internal sealed record ImageSpec
             long clusters = (virtualSize + clusterSize - 1) / clusterSize;
             long maxL2 = (clusters * 8 + clusterSize - 1) / clusterSize * clusterSize;
             if (L2CacheSize is not null && RefcountCacheSize is not null)
-                throw new CommandFailedException(OpenFailure("cache-size, l2-cache-size and refcount-cache-size may not be set at the same time"));
+                throw OpenError("cache-size, l2-cache-size and refcount-cache-size may not be set at the same time");
             if (L2CacheSize is { } l2Only)
             {
-                if (l2Only > combined) throw new CommandFailedException(OpenFailure("l2-cache-size may not exceed cache-size"));
+                if (l2Only > combined) throw OpenError("l2-cache-size may not exceed cache-size");
                 refcount = combined - l2Only;
             }
             else if (RefcountCacheSize is { } rcOnly)
             {
-                if (rcOnly > combined) throw new CommandFailedException(OpenFailure("refcount-cache-size may not exceed cache-size"));
+                if (rcOnly > combined) throw OpenError("refcount-cache-size may not exceed cache-size");
                 l2 = combined - rcOnly;
             }
             else if (combined >= maxL2 + minRefcount)
@@ -244,8 +252,8 @@ internal sealed record ImageSpec
         if (L2CacheEntrySize is { } e)
         {
             if (e < 512 || e > clusterSize || (e & (e - 1)) != 0)
-                throw new CommandFailedException(OpenFailure(string.Create(CultureInfo.InvariantCulture,
-                    $"L2 cache entry size must be a power of two between 512 and the cluster size ({clusterSize})")));
+                throw OpenError(string.Create(CultureInfo.InvariantCulture,
+                    $"L2 cache entry size must be a power of two between 512 and the cluster size ({clusterSize})"));
             entry = (int)e;
         }
         // QEMU never makes the caches smaller than two L2 entries and four refcount blocks. The
