@@ -366,11 +366,23 @@ public sealed class EncryptionCliTests : IClassFixture<EncryptionCliTests.Fixtur
     [InlineData("id=s0,data=a")]
     [InlineData("nosuchtype,id=s0")]
     [InlineData("secret,id=s0,file=does-not-exist")]
+    [InlineData("secret,id=0s,data=a")]
     public void Errors_BadObject_AsQemuImg(string objectDef)
     {
         string p = _fixture.Dir.Path;
         var args = With("info", "--object", objectDef, "q.qcow2");
         AssertSameFailure(Cli.Qemu(p, args), Cli.Run(p, args));
+    }
+
+    [Fact]
+    public void Object_SecretHelp_AsQemuImg()
+    {
+        var args = With("info", "--object", "secret,help", "q.qcow2");
+        var ours = Cli.Run(_fixture.Dir.Path, args);
+        var qemu = Cli.Qemu(_fixture.Dir.Path, args);
+        Assert.Equal(0, ours.Code);
+        Assert.Equal(qemu.Code, ours.Code);
+        Assert.Equal(qemu.Out, ours.Out);
     }
 
     [Fact]
