@@ -135,6 +135,39 @@ public sealed partial class Qcow2Image
         }
     }
 
+    /// <summary>
+    /// Makes guest cluster <paramref name="gc"/> a plain cluster of this image by writing [from, to)
+    /// of it with its current content, released from the lock (caller holds it; it is held again on
+    /// return). The write path copies the rest of the cluster under its reservation, so writes to
+    /// other bytes of the cluster running meanwhile are kept; rewriting the whole cluster from a copy
+    /// read before would put stale bytes over them. Bytes of [from, to) that a concurrent write
+    /// changes meanwhile may be written back stale, which is allowed: the caller then zeroes or
+    /// discards that very range.
+    /// </summary>
+    private void RewriteRangeUnlocked(long gc, int from, int to)
+    {
+        long start = (gc << _clusterBits) + from;
+        int length = (int)(Math.Min((gc << _clusterBits) + to, Size) - start);
+        Monitor.Exit(_meta);
+        try
+        {
+            byte[] buf = ArrayPool<byte>.Shared.Rent(length);
+            try
+            {
+                Read(start, buf.AsSpan(0, length));
+                Write(start, buf.AsSpan(0, length));
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(buf);
+            }
+        }
+        finally
+        {
+            Monitor.Enter(_meta);
+        }
+    }
+
     /// <summary>Zeroes or discards [from, to) of one cluster in its L2 entry (caller holds the lock).</summary>
     private void ApplyClusterOp(long gc, int from, int to, ClusterOp op)
     {
@@ -174,24 +207,7 @@ public sealed partial class Qcow2Image
             // A compressed cluster has no subclusters: a partial operation decompresses it first.
             if (!whole)
             {
-                Monitor.Exit(_meta);
-                try
-                {
-                    byte[] buf = ArrayPool<byte>.Shared.Rent(_clusterSize);
-                    try
-                    {
-                        Read(gc << _clusterBits, buf.AsSpan(0, (int)Math.Min(_clusterSize, Size - (gc << _clusterBits))));
-                        Write(gc << _clusterBits, buf.AsSpan(0, (int)Math.Min(_clusterSize, Size - (gc << _clusterBits))));
-                    }
-                    finally
-                    {
-                        ArrayPool<byte>.Shared.Return(buf);
-                    }
-                }
-                finally
-                {
-                    Monitor.Enter(_meta);
-                }
+                RewriteRangeUnlocked(gc, from, to);
                 ApplyClusterOp(gc, from, to, op);
                 return;
             }
@@ -205,25 +221,7 @@ public sealed partial class Qcow2Image
         if (!ours && host != 0 && !whole)
         {
             // A shared cluster: subclusters cannot be released one by one without copying.
-            Monitor.Exit(_meta);
-            try
-            {
-                byte[] buf = ArrayPool<byte>.Shared.Rent(_clusterSize);
-                try
-                {
-                    int len = (int)Math.Min(_clusterSize, Size - (gc << _clusterBits));
-                    Read(gc << _clusterBits, buf.AsSpan(0, len));
-                    Write(gc << _clusterBits, buf.AsSpan(0, len));
-                }
-                finally
-                {
-                    ArrayPool<byte>.Shared.Return(buf);
-                }
-            }
-            finally
-            {
-                Monitor.Enter(_meta);
-            }
+            RewriteRangeUnlocked(gc, from, to);
             ApplyClusterOp(gc, from, to, op);
             return;
         }

@@ -92,7 +92,8 @@ public class SigkillTests(ITestOutputHelper output)
             var (path, dataPath) = CreateImage(dir, dataFile);
 
             var wantFlushes = 12 + round * 12;
-            var workloads = new ThreadWorkloads(seed);
+            // As the writer does: compressed writes unless the image has a data file.
+            var workloads = new ThreadWorkloads(seed, compressed: dataFile == SigkillDataFile.None);
             var flushesSeen = 0;
             var lines = RunAndKill(path, seed, dataFile != SigkillDataFile.None, Threads, enough: _ => flushesSeen >= wantFlushes,
                 onLine: line => { if (IsFlushLine(line, workloads)) flushesSeen++; });
@@ -121,10 +122,10 @@ public class SigkillTests(ITestOutputHelper output)
         TryParseOpLine(line, out var thread, out var index, out _, out _) && workloads.Op(thread, index).Kind == WorkloadOpKind.Flush;
 
     /// <summary>The writer's endless per-thread workloads, generated as far as asked.</summary>
-    private sealed class ThreadWorkloads(int seed)
+    private sealed class ThreadWorkloads(int seed, bool compressed)
     {
         private readonly IEnumerator<WorkloadOp>[] _sources = Enumerable.Range(0, Threads)
-            .Select(t => Workload.ThreadOps(seed, t, Threads, Size, ClusterSize).GetEnumerator()).ToArray();
+            .Select(t => Workload.ThreadOps(seed, t, Threads, Size, ClusterSize, compressed).GetEnumerator()).ToArray();
         private readonly List<WorkloadOp>[] _ops = Enumerable.Range(0, Threads).Select(_ => new List<WorkloadOp>()).ToArray();
 
         public WorkloadOp Op(int thread, int index)

@@ -77,7 +77,7 @@ internal static class ConcurrentHistory
                 var expected = op.ResultAt(at);
                 if (observed[(int)at] != expected)
                     return $"guest byte 0x{at:x} reads 0x{observed[(int)at]:x2}, but {w} left 0x{expected:x2} there and was durable (acknowledged before a flush that returned began at seq {durableBefore}); no other operation that may have run touched it since. Operations covering it: "
-                        + string.Join("; ", entries.Where(e => e.Op.Mutates && e.Op.Covers(at)).Select(e => e.Op.Kind == WorkloadOpKind.Write ? $"{e} (0x{e.Op.ByteAt(at):x2})" : e.ToString()));
+                        + string.Join("; ", entries.Where(e => e.Op.Mutates && e.Op.Covers(at)).Select(e => e.Op.WritesPattern ? $"{e} (0x{e.Op.ByteAt(at):x2})" : e.ToString()));
             }
         }
         return null;
@@ -94,7 +94,7 @@ internal static class ConcurrentHistory
         for (var i = 0; i < observed.Length; i++) explained[i] = observed[i] == 0;
         foreach (var e in entries)
         {
-            if (!e.MayHaveRun || e.Op.Kind != WorkloadOpKind.Write) continue;
+            if (!e.MayHaveRun || !e.Op.WritesPattern) continue;
             var end = Math.Min(observed.Length, e.Op.Offset + e.Op.Length);
             for (var o = e.Op.Offset; o < end; o++)
                 if (!explained[o] && observed[(int)o] == e.Op.ByteAt(o)) explained[o] = true;

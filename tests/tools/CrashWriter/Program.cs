@@ -10,7 +10,7 @@ using Qcow2.Volume.Chain;
 //                refused when the image has none.
 // Single-threaded (the default): after each completed flush it prints "flushed N": the first N
 // operations of Workload.Ops (flushes included) are durable.
-// --threads N: N threads run Workload.ThreadOps concurrently through the one image (even threads
+// --threads N: N threads run Workload.ThreadOps (with compressed writes unless the image has a data file) concurrently through the one image (even threads
 // call the synchronous methods, odd threads the asynchronous ones). Every operation takes a number
 // from one global sequence just before it is called (S) and another just after it returns (A);
 // the thread then prints "op T I S A" (thread, index of the operation in its workload). An
@@ -76,7 +76,7 @@ var workers = new List<Task>();
 for (var t = 0; t < threads; t++)
 {
     var thread = t;
-    var ops = Workload.ThreadOps(seed, thread, threads, image.Size, image.Info.ClusterSize);
+    var ops = Workload.ThreadOps(seed, thread, threads, image.Size, image.Info.ClusterSize, compressed: !dataFile);
     if (thread % 2 == 0)
     {
         workers.Add(Task.Factory.StartNew(() =>
@@ -120,6 +120,7 @@ static void RunSync(Qcow2Image image, WorkloadOp op)
         case WorkloadOpKind.WriteZeroes: image.WriteZeroes(op.Offset, op.Length); break;
         case WorkloadOpKind.Discard: image.Discard(op.Offset, op.Length); break;
         case WorkloadOpKind.Flush: image.Flush(); break;
+        case WorkloadOpKind.WriteCompressed: image.WriteCompressed(op.Offset, op.Data()); break;
     }
 }
 
@@ -131,5 +132,6 @@ static async ValueTask RunAsync(Qcow2Image image, WorkloadOp op)
         case WorkloadOpKind.WriteZeroes: image.WriteZeroes(op.Offset, op.Length); break;
         case WorkloadOpKind.Discard: image.Discard(op.Offset, op.Length); break;
         case WorkloadOpKind.Flush: await image.FlushAsync(); break;
+        case WorkloadOpKind.WriteCompressed: await image.WriteCompressedAsync(op.Offset, op.Data()); break;
     }
 }

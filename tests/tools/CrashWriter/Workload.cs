@@ -7,6 +7,9 @@ internal enum WorkloadOpKind
     WriteZeroes,
     Discard,
     Flush,
+
+    /// <summary>A compressed write of whole clusters (threaded workload without a data file only); its bytes repeat in runs of 64, so they compress.</summary>
+    WriteCompressed,
 }
 
 /// <summary>One operation; writes fill with a pattern keyed by <see cref="Seed"/> and the guest offset.</summary>
@@ -15,15 +18,20 @@ internal readonly record struct WorkloadOp(WorkloadOpKind Kind, long Offset, int
     /// <summary>Whether the operation changes guest bytes (not a flush).</summary>
     public bool Mutates => Kind != WorkloadOpKind.Flush;
 
+    /// <summary>Whether the operation writes its own pattern (a plain or compressed write).</summary>
+    public bool WritesPattern => Kind is WorkloadOpKind.Write or WorkloadOpKind.WriteCompressed;
+
     /// <summary>Whether <paramref name="guestOffset"/> lies in the operation's range.</summary>
     public bool Covers(long guestOffset) => guestOffset >= Offset && guestOffset - Offset < Length;
 
     /// <summary>
     /// The byte a write puts at <paramref name="guestOffset"/>: a hash of the offset and the seed, so
-    /// two operations (or two neighbouring offsets) agree only by chance (1 in 256).
+    /// two operations (or two neighbouring offsets) agree only by chance (1 in 256). Compressed
+    /// writes hash the offset rounded down to 64 bytes, so that their data compresses.
     /// </summary>
     public byte ByteAt(long guestOffset)
     {
+        if (Kind == WorkloadOpKind.WriteCompressed) guestOffset &= ~63L;
         var h = ((ulong)guestOffset * 0x9E3779B97F4A7C15UL) ^ ((ulong)(uint)Seed * 0xC2B2AE3D27D4EB4FUL);
         h ^= h >> 29;
         h *= 0xBF58476D1CE4E5B9UL;
@@ -46,6 +54,7 @@ internal readonly record struct WorkloadOp(WorkloadOpKind Kind, long Offset, int
         WorkloadOpKind.Write => $"write #{Seed:x} 0x{Offset:x} 0x{Length:x}",
         WorkloadOpKind.WriteZeroes => $"write -z 0x{Offset:x} 0x{Length:x}",
         WorkloadOpKind.Discard => $"discard 0x{Offset:x} 0x{Length:x}",
+        WorkloadOpKind.WriteCompressed => $"write -c #{Seed:x} 0x{Offset:x} 0x{Length:x}",
         _ => "flush",
     };
 }
@@ -85,9 +94,10 @@ internal static class Workload
     /// The workload of thread <paramref name="thread"/> of <paramref name="threads"/> writing
     /// concurrently through one image: half its operations go to a region every thread shares (the
     /// first quarter of the disk, so ranges overlap and race), half to a region of its own (an equal
-    /// share of the rest); flushes come at random, one in <see cref="ThreadFlushOneIn"/>.
+    /// share of the rest); flushes come at random, one in <see cref="ThreadFlushOneIn"/>. With
+    /// <paramref name="compressed"/> one operation in ten is a compressed write of 1 to 3 whole clusters.
     /// </summary>
-    public static IEnumerable<WorkloadOp> ThreadOps(int seed, int thread, int threads, long size, int clusterSize)
+    public static IEnumerable<WorkloadOp> ThreadOps(int seed, int thread, int threads, long size, int clusterSize, bool compressed)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(thread);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(thread, threads);
@@ -110,6 +120,13 @@ internal static class Workload
             var length = (int)Math.Min(end - offset, random.Next(4) == 0 ? random.Next(1, 4) * clusterSize : random.Next(1, 3 * 4096));
             // Unique per thread and operation, so every write's bytes name it.
             var opSeed = ((thread + 1) << 24) | (i & 0xffffff);
+            if (compressed && random.Next(10) == 0)
+            {
+                var first = start + random.NextInt64((end - start) / clusterSize) * clusterSize;
+                var clusters = (int)Math.Min((end - first) / clusterSize, random.Next(1, 4));
+                yield return new WorkloadOp(WorkloadOpKind.WriteCompressed, first, clusters * clusterSize, opSeed);
+                continue;
+            }
             yield return new WorkloadOp(NextKind(random), offset, length, opSeed);
         }
     }
