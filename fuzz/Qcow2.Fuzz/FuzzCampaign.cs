@@ -22,6 +22,9 @@ public sealed class FuzzReport
     /// <summary>Inputs that went through without error, per target.</summary>
     public Dictionary<FuzzTarget, int> Accepted { get; } = [];
 
+    /// <summary>How often each kind of refusal came (exception type and the start of its message, digits masked), per target.</summary>
+    public Dictionary<FuzzTarget, Dictionary<string, int>> Refusals { get; } = [];
+
     /// <summary>The slowest input per target: how long it took and what it was.</summary>
     public Dictionary<FuzzTarget, (TimeSpan Time, string Input)> Slowest { get; } = [];
 
@@ -41,6 +44,12 @@ public sealed class FuzzReport
         foreach (var (target, runs) in Runs)
         {
             lines.Add($"{target}: {runs} inputs, {Rejected.GetValueOrDefault(target)} refused with a typed error, {Accepted.GetValueOrDefault(target)} accepted");
+            if (Refusals.TryGetValue(target, out var refusals))
+            {
+                foreach (var (reason, count) in refusals.OrderByDescending(r => r.Value).ThenBy(r => r.Key, StringComparer.Ordinal).Take(20))
+                    lines.Add($"  {count,6} x {reason}");
+            }
+
             if (Slowest.TryGetValue(target, out var slowest))
                 lines.Add($"  slowest input {slowest.Time.TotalSeconds:F2} s: {Shorten(slowest.Input)}");
         }
@@ -73,6 +82,7 @@ public static class FuzzCampaign
     public static FuzzReport Run(FuzzSettings settings, TextWriter? log = null)
     {
         IReadOnlyList<SeedImages.Seed>? plainSeeds = null, encryptedSeeds = null;
+        bool verbose = log is not null;
         var report = new FuzzReport();
         var clock = Stopwatch.StartNew();
         for (int t = 0; t < settings.Targets.Count; t++)
@@ -82,7 +92,8 @@ public static class FuzzCampaign
             var seeds = encrypted
                 ? encryptedSeeds ??= SeedImages.BuildEncrypted()
                 : plainSeeds ??= SeedImages.Build(settings.CorpusFiles);
-            var random = new Random(HashCode.Combine(settings.Seed, (int)target));
+            // Not HashCode.Combine: it is seeded per process, so a campaign would not replay in another run.
+            var random = new Random(unchecked(settings.Seed * 1_000_003 + (int)target * 7_919));
             var mutator = new Mutator(random);
             report.Runs[target] = 0;
             report.Rejected[target] = 0;
@@ -104,7 +115,15 @@ public static class FuzzCampaign
                 switch (outcome.Kind)
                 {
                     case "accepted": report.Accepted[target]++; break;
-                    case "rejected": report.Rejected[target]++; break;
+                    case "rejected":
+                        report.Rejected[target]++;
+                        if (verbose)
+                        {
+                            var table = report.Refusals.TryGetValue(target, out var t2) ? t2 : report.Refusals[target] = [];
+                            string reason = RefusalKind(outcome.Detail);
+                            table[reason] = table.GetValueOrDefault(reason) + 1;
+                        }
+                        break;
                     case var kind when KnownKinds.Contains(kind):
                         var (count, first) = report.Known.GetValueOrDefault(kind);
                         report.Known[kind] = (count + 1, first ?? $"{seed.Name} #{i}: {string.Join("; ", mutations)}");
@@ -127,6 +146,15 @@ public static class FuzzCampaign
     }
 
     private static string Shorten(string text) => text.Length <= 200 ? text : text[..200] + "...";
+
+    /// <summary>A refusal's kind: its last typed error's type and the first words of its message, numbers masked.</summary>
+    private static string RefusalKind(string detail)
+    {
+        int last = detail.LastIndexOf("; ", StringComparison.Ordinal);
+        string text = last >= 0 && detail.IndexOf("Exception", last, StringComparison.Ordinal) > 0 ? detail[(last + 2)..] : detail;
+        var words = text.Split(' ', StringSplitOptions.RemoveEmptyEntries).Take(7);
+        return System.Text.RegularExpressions.Regex.Replace(string.Join(' ', words), "(0x[0-9a-fA-F]+|[0-9]+)", "#");
+    }
 
     /// <summary>Runs one input through one target and classifies the outcome (<paramref name="secret"/>: the encrypted target's seed secret).</summary>
     public static (string Kind, string Detail) RunOne(FuzzTarget target, byte[] input, int actionSeed, FuzzSettings settings, byte[]? secret = null)
