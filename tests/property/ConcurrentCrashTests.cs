@@ -245,7 +245,15 @@ public class ConcurrentCrashTests(ITestOutputHelper output)
         IStorage underImage = new YieldingStorage(ignoreFlushes ? new FlushSwallowingStorage(recorder) : recorder);
         IStorage? underData = dataRecorder is null ? null : new YieldingStorage(ignoreFlushes ? new FlushSwallowingStorage(dataRecorder) : dataRecorder);
 
-        var ran = RunWorkload(round, clock, underImage, open with { DataFileStorage = underData });
+        List<Ran> ran;
+        try
+        {
+            ran = RunWorkload(round, clock, underImage, open with { DataFileStorage = underData });
+        }
+        catch (Exception e)
+        {
+            throw new InvalidOperationException($"{round} (QCOW2_PROP_SEED=0x{_settings.Seed:x}): the workload failed: {e.Message}", e);
+        }
         totals.Operations += ran.Count;
         totals.OverlappingPairs += ran.Sum(a => ran.Count(b => b.Thread > a.Thread && a.StartSeq < b.AckSeq && b.StartSeq < a.AckSeq));
 

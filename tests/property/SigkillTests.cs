@@ -3,6 +3,7 @@ using System.Globalization;
 using Qcow2.CrashWriter;
 using Qcow2.Property.Tests.Harness;
 using Qcow2.Property.Tests.Model;
+using Qcow2.Property.Tests.Runner;
 using Qcow2.Tests.Shared;
 using Qcow2.Volume;
 using Qcow2.Volume.Chain;
@@ -32,6 +33,7 @@ public enum SigkillDataFile
 /// </summary>
 public class SigkillTests(ITestOutputHelper output)
 {
+    private readonly PropertySettings _settings = PropertySettings.FromEnvironment();
     private const long Size = 4 << 20;
     private const int ClusterSize = 4096;
     private const int Threads = 4;
@@ -40,15 +42,16 @@ public class SigkillTests(ITestOutputHelper output)
     [InlineData(SigkillDataFile.None, 3)]
     [InlineData(SigkillDataFile.External, 2)]
     [InlineData(SigkillDataFile.ExternalRaw, 2)]
-    public void WriterProcess_KilledWithSigkill_LeavesNoCorruptionAndKeepsFlushedData(SigkillDataFile dataFile, int rounds)
+    public void WriterProcess_KilledWithSigkill_LeavesNoCorruptionAndKeepsFlushedData(SigkillDataFile dataFile, int ciRounds)
     {
+        var rounds = Rounds(ciRounds);
         for (var round = 0; round < rounds; round++)
         {
-            var seed = 1000 + (int)dataFile * 100 + round;
+            var seed = Seed(1000 + (int)dataFile * 100 + round);
             using var dir = new TempDir();
             var (path, dataPath) = CreateImage(dir, dataFile);
 
-            var lines = RunAndKill(path, seed, dataFile != SigkillDataFile.None, threads: 0, enough: count => count >= 3 + round * 2);
+            var lines = RunAndKill(path, seed, dataFile != SigkillDataFile.None, threads: 0, enough: count => count >= 3 + round % 4 * 2);
             var flushed = lines.Where(l => l.StartsWith("flushed ", StringComparison.Ordinal))
                 .Select(l => int.Parse(l.AsSpan(8), CultureInfo.InvariantCulture)).DefaultIfEmpty(0).Max();
             output.WriteLine($"{dataFile} round {round}: seed {seed}, killed after {flushed} durable operations");
@@ -84,14 +87,14 @@ public class SigkillTests(ITestOutputHelper output)
     [InlineData(SigkillDataFile.ExternalRaw)]
     public void ThreadedWriterProcess_KilledWithSigkill_LeavesNoCorruptionAndKeepsDataAcknowledgedBeforeACompletedFlush(SigkillDataFile dataFile)
     {
-        const int rounds = 2;
+        var rounds = Rounds(2);
         for (var round = 0; round < rounds; round++)
         {
-            var seed = 2000 + (int)dataFile * 100 + round;
+            var seed = Seed(2000 + (int)dataFile * 100 + round);
             using var dir = new TempDir();
             var (path, dataPath) = CreateImage(dir, dataFile);
 
-            var wantFlushes = 12 + round * 12;
+            var wantFlushes = 12 + round % 4 * 12;
             // As the writer does: compressed writes unless the image has a data file.
             var workloads = new ThreadWorkloads(seed, compressed: dataFile == SigkillDataFile.None);
             var flushesSeen = 0;
@@ -116,6 +119,13 @@ public class SigkillTests(ITestOutputHelper output)
             }
         }
     }
+
+    /// <summary>Kills per configuration: the CI number, or a fiftieth of <c>QCOW2_PROP_CASES</c> when that is more (a kill costs a process start).</summary>
+    private int Rounds(int ci) => _settings.Cases is { } cases ? Math.Max(ci, cases / 50) : ci;
+
+    /// <summary>The writer's seed: fixed numbers under the CI seed, varied with <c>QCOW2_PROP_SEED</c> otherwise.</summary>
+    private int Seed(int ciSeed) =>
+        _settings.Seed == PropertySettings.DefaultSeed ? ciSeed : unchecked((int)(_settings.Seed ^ (_settings.Seed >> 32)) * 31 + ciSeed);
 
     /// <summary>Whether a line of the threaded writer reports a flush that returned.</summary>
     private static bool IsFlushLine(string line, ThreadWorkloads workloads) =>
