@@ -81,8 +81,7 @@ internal sealed class MeasureCommand : Command
             {
                 var r = Qcow2Measure.Measure(ImageFactory.ToQcow2Options(settings, size), snapshotView ?? source);
                 // The LUKS region sits in whole clusters after the metadata, and qemu-img adds it as such.
-                long cluster = settings.ClusterSize ?? 65536;
-                long luks = (EncryptionSettings.LuksRegionBytes(encryption?.Luks) + cluster - 1) / cluster * cluster;
+                long luks = encryption?.Luks?.GetMeasureBytes((int)(settings.ClusterSize ?? 65536)) ?? 0;
                 required = r.Required + luks;
                 fully = r.FullyAllocated + luks;
                 bitmaps = r.Bitmaps;

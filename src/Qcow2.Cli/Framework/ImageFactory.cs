@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using Qcow2.Cli.Parsing;
 using Qcow2.Spans;
 using Qcow2.Volume;
@@ -93,24 +92,12 @@ internal static class ImageFactory
     /// <summary>Makes the freshly created qcow2 image at <paramref name="path"/> encrypted.</summary>
     private static void Encrypt(string path, EncryptionPlan plan)
     {
+        // Opened without its backing chain (which need not exist, as with create -u); a data file
+        // named by the user is trusted as for every image the user names.
+        var open = ImageOpener.TrustedOptions(readOnly: false) with { OpenBackingChain = false };
         if (plan.Luks is { } luks)
-        {
-            // Opened without its backing chain (which need not exist, as with create -u); a data file
-            // named by the user is trusted as for every image the user names.
-            Qcow2Encryption.AddLuksEncryption(path, luks, ImageOpener.TrustedOptions(readOnly: false) with { OpenBackingChain = false });
-            return;
-        }
-        // Legacy AES has no header of its own: the image differs from a plain one only in its
-        // crypt_method (spec: header byte 32, big-endian), which is what qemu-img writes. The key is
-        // the secret itself, so there is nothing else to store.
-        Span<byte> method = stackalloc byte[4];
-        BinaryPrimitives.WriteUInt32BigEndian(method, Qcow2Constants.CryptAes);
-        using var file = new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None);
-        file.Position = CryptMethodOffset;
-        file.Write(method);
-        file.Flush(flushToDisk: true);
+            Qcow2Encryption.AddLuksEncryption(path, luks, open);
+        else
+            Qcow2Encryption.AddLegacyAesEncryption(path, plan.Secret, open);
     }
-
-    /// <summary>Offset of crypt_method in the qcow2 header.</summary>
-    private const int CryptMethodOffset = 32;
 }

@@ -179,28 +179,6 @@ internal sealed record EncryptionSettings
         if (value is not null && Array.IndexOf(allowed, value) < 0)
             throw new CommandFailedException($"Parameter '{name}' does not accept value '{value}'");
     }
-
-    /// <summary>
-    /// Bytes the LUKS header and key material take in a new image (QEMU's payload offset: eight key
-    /// slots of 4000 anti-forensic stripes of the master key, each aligned to 4 KiB after a 4 KiB
-    /// header), before rounding to clusters; 0 without LUKS.
-    /// </summary>
-    public static long LuksRegionBytes(LuksCreateOptions? luks)
-    {
-        if (luks is null) return 0;
-        int algBytes = luks.CipherAlg switch
-        {
-            "aes-128" or "cast5-128" or "serpent-128" or "twofish-128" => 16,
-            "aes-192" or "serpent-192" or "twofish-192" => 24,
-            "des" => 8,
-            "3des" => 24,
-            _ => 32,
-        };
-        long keyBytes = algBytes * (luks.CipherMode == "xts" ? 2 : 1);
-        long materialSectors = (keyBytes * 4000 + 511) / 512;
-        long slotSectors = (materialSectors + 7) / 8 * 8;
-        return (8 + 8 * slotSectors) * 512;
-    }
 }
 
 /// <summary>How a new image is to be encrypted: "luks" (with its options) or legacy "aes".</summary>

@@ -27,6 +27,9 @@ internal sealed class ImageEncryption : IDisposable
     public static ImageEncryption OpenLuks(IStorage file, long regionOffset, long regionLength, ReadOnlySpan<byte> secret, long maxWork) =>
         new(LuksKeyStore.Unlock(file, regionOffset, regionLength, secret, maxWork), usesHostOffset: true);
 
+    /// <summary>The data cipher of a LUKS image from its master key's cipher (creation, which knows the key).</summary>
+    public static ImageEncryption ForLuksMasterKey(SectorCipher cipher) => new(cipher, usesHostOffset: true);
+
     /// <summary>
     /// Legacy qcow2 AES: AES-128-CBC with plain64 IVs, keyed with the first 16 bytes of the secret
     /// (zero padded when shorter), without any key derivation or check.

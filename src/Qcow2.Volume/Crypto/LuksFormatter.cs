@@ -58,16 +58,19 @@ internal static class LuksFormatter
     }
 
     /// <summary>The whole LUKS region for a new image (its length is the payload offset).</summary>
-    public static byte[] Build(LuksCreateOptions o)
+    public static byte[] Build(LuksCreateOptions o) => Build(o, out _, wantCipher: false);
+
+    /// <summary>The whole LUKS region for a new image, and the data cipher its master key gives (for writing encrypted zeros).</summary>
+    public static byte[] Build(LuksCreateOptions o, out ImageEncryption? dataCipher, bool wantCipher = true)
     {
         var (spec, hash, modeText) = Validate(o);
         int keyBytes = spec.KeyBytes;
-        int materialBytes = keyBytes * LuksKeyStore.Stripes;
-        int materialSectors = (materialBytes + 511) / 512;
-        int slotSectors = (materialSectors + SectorsPerAlignment - 1) / SectorsPerAlignment * SectorsPerAlignment;
+        int slotSectors = SlotSectors(keyBytes);
         int firstSector = LuksKeyStore.FirstKeyMaterialOffset / 512;
         int payloadSector = firstSector + LuksKeyStore.SlotCount * slotSectors;
+        int materialBytes = keyBytes * LuksKeyStore.Stripes;
         byte[] region = new byte[payloadSector * 512];
+        dataCipher = null;
 
         byte[] masterKey = RandomNumberGenerator.GetBytes(keyBytes);
         byte[] slotKey = new byte[keyBytes];
@@ -104,6 +107,7 @@ internal static class LuksFormatter
                 using var cipher = spec.Create(slotKey);
                 cipher.Encrypt(material, 0);
             }
+            if (wantCipher) dataCipher = ImageEncryption.ForLuksMasterKey(spec.Create(masterKey));
             return region;
         }
         finally
@@ -112,6 +116,17 @@ internal static class LuksFormatter
             CryptographicOperations.ZeroMemory(slotKey);
         }
     }
+
+    /// <summary>Sectors of one key slot's material (4000 stripes of the key), rounded up to 4 KiB as QEMU aligns them.</summary>
+    internal static int SlotSectors(int keyBytes)
+    {
+        int materialSectors = (keyBytes * LuksKeyStore.Stripes + 511) / 512;
+        return (materialSectors + SectorsPerAlignment - 1) / SectorsPerAlignment * SectorsPerAlignment;
+    }
+
+    /// <summary>Bytes of the LUKS region (header and eight key slots: the payload offset) for a master key of <paramref name="keyBytes"/>.</summary>
+    internal static long RegionBytes(int keyBytes) =>
+        (LuksKeyStore.FirstKeyMaterialOffset / 512 + (long)LuksKeyStore.SlotCount * SlotSectors(keyBytes)) * 512;
 
     private static uint DigestIterations(uint slotIterations) => Math.Max(MinIterations, slotIterations / 8);
 

@@ -155,7 +155,7 @@ public sealed partial class Qcow2Image
     }
 
     /// <summary>
-    /// Makes this new, empty, unencrypted image LUKS-encrypted: allocates clusters for
+    /// Makes this new, empty, unencrypted image (checked by the caller with <see cref="ThrowIfNotEncryptable"/>) LUKS-encrypted: allocates clusters for
     /// <paramref name="region"/> (zero-filled to whole clusters), writes it, persists the refcounts, then
     /// rewrites the header cluster with crypt_method 2 and the full disk encryption header extension
     /// (placed after the backing format and data file extensions, as QEMU orders them).
@@ -165,7 +165,8 @@ public sealed partial class Qcow2Image
     {
         ThrowIfNotWritable();
         if (_encryption != CryptMethod.None) throw new InvalidOperationException("The image is already encrypted.");
-        if (_snapshots.Count > 0 || Array.Exists(_l1, e => e != 0))
+        // Data was ruled out by ThrowIfNotEncryptable; preallocated clusters may hold encrypted zeros by now.
+        if (_snapshots.Count > 0)
             throw new InvalidOperationException("Only a new image without data or snapshots can be given LUKS encryption.");
         int clusters = (int)((region.Length + (long)_clusterSize - 1) >> _clusterBits);
         byte[] header = new byte[_clusterSize];
