@@ -265,7 +265,7 @@ public class ConcurrentCrashTests(ITestOutputHelper output)
         {
             var entries = ran.Select(r => new HistoryEntry(r.Thread, r.Index, r.Op, r.StartSeq, r.AckSeq, MayHaveRun: r.StartClock < cut)).ToList();
             var durableBefore = ran.Where(r => r.Op.Kind == WorkloadOpKind.Flush && r.EndClock <= cut).Select(r => r.StartSeq).DefaultIfEmpty(long.MinValue).Max();
-            // The flush the harness can fail on: everything unflushed dropped at the end.
+            // A medium that swallows flushes is cut in the all-dropped regime, where it must lose flushed data.
             var regime = ignoreFlushes ? 1 : cut % 4;
             var fateSeed = random.Next();
             try

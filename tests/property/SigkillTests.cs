@@ -7,6 +7,8 @@ using Qcow2.Property.Tests.Runner;
 using Qcow2.Tests.Shared;
 using Qcow2.Volume;
 using Qcow2.Volume.Chain;
+using Qcow2.Volume.Check;
+using Qcow2.Volume.Storage;
 using Xunit.Abstractions;
 
 namespace Qcow2.Property.Tests;
@@ -205,11 +207,15 @@ public class SigkillTests(ITestOutputHelper output)
         return (path, dataPath);
     }
 
-    /// <summary><c>qemu-img check</c>: 0 (clean) or 3 (leaks only).</summary>
+    /// <summary><c>qemu-img check</c>: 0 (clean) or 3 (leaks only); our checker agrees that nothing is corrupt.</summary>
     private static void QemuCheck(string path, int seed)
     {
         var (code, stdout, stderr) = QemuTools.Run(QemuTools.QemuImg, "check", "-f", "qcow2", path);
         Assert.True(code is 0 or 3, $"qemu-img check after SIGKILL (seed {seed}) exited {code}:{Environment.NewLine}{stdout}{stderr}");
+        using var file = FileStorage.Open(path, writable: false);
+        var ours = Qcow2Checker.Check(file, CheckOptions.ReadOnly);
+        Assert.True(ours.Corruptions == 0 && ours.CheckErrors == 0 && ours.FailureMessage is null,
+            $"our check after SIGKILL (seed {seed}): {ours.Corruptions} corruptions, {ours.CheckErrors} errors {ours.FailureMessage}: {string.Join("; ", ours.Findings.Take(10))}");
     }
 
     /// <summary>The guest disk as <c>qemu-img convert</c> and our reader see it, and with <c>data_file_raw</c> the data file itself.</summary>
