@@ -46,7 +46,7 @@ public sealed class FuzzReport
             lines.Add($"{target}: {runs} inputs, {Rejected.GetValueOrDefault(target)} refused with a typed error, {Accepted.GetValueOrDefault(target)} accepted");
             if (Refusals.TryGetValue(target, out var refusals))
             {
-                foreach (var (reason, count) in refusals.OrderByDescending(r => r.Value).ThenBy(r => r.Key, StringComparer.Ordinal).Take(20))
+                foreach (var (reason, count) in refusals.OrderByDescending(r => r.Value).ThenBy(r => r.Key, StringComparer.Ordinal).Take(40))
                     lines.Add($"  {count,6} x {reason}");
             }
 
