@@ -118,7 +118,11 @@ public sealed partial class Qcow2Image
         }
         int n = (int)Math.Min(destination.Length, backingSize - offset);
         if (backing is Qcow2Image q)
+        {
+            // An encrypted backing file opened without its secret must not hand out its ciphertext.
+            q.ThrowIfEncrypted();
             await q.ReadCoreAsync<TIo>(offset, destination[..n], ct).ConfigureAwait(false);
+        }
         else
             await TIo.ReadImageAsync(backing, offset, destination[..n], ct).ConfigureAwait(false);
         if (n < destination.Length) destination.Span[n..].Clear();

@@ -566,6 +566,7 @@ public sealed partial class Qcow2Image : IDiskImage
             if (format == "qcow2")
             {
                 var opts = _options with { ReadOnly = true, BackingFormatOverride = null, DataFileStorage = null };
+                if (_options.BackingSecretResolver is { } resolveSecret) opts = opts with { EncryptionSecret = resolveSecret(request) };
                 _backing = new Qcow2Image(storage, ownsFile: true, full, opts, depth + 1, visited);
             }
             else if (format == "raw")
@@ -578,9 +579,11 @@ public sealed partial class Qcow2Image : IDiskImage
             }
             _ownsBacking = true;
         }
-        catch
+        catch (Exception e)
         {
             storage.Dispose();
+            // Say which file refused the secret (the deepest one, when the chain is longer).
+            if (e is Crypto.Qcow2KeyException { BackingFile: null } key) throw new Crypto.Qcow2KeyException(key.Message, full, key);
             throw;
         }
     }

@@ -32,7 +32,7 @@ public sealed record Qcow2OpenOptions
     /// or null. With it, LUKS (crypt_method 2) and legacy AES (crypt_method 1) images open read-write and
     /// their data is decrypted and encrypted on the fly; a LUKS secret that opens no key slot throws
     /// <see cref="Crypto.Qcow2KeyException"/> (legacy AES cannot tell a wrong secret). Backing files are
-    /// opened with the same secret. Ignored for unencrypted images. Without it an encrypted image opens
+    /// opened with the same secret, unless <see cref="BackingSecretResolver"/> is set. Ignored for unencrypted images. Without it an encrypted image opens
     /// read-only, for its metadata only.
     /// </summary>
     public byte[]? EncryptionSecret { get; init; }
@@ -76,4 +76,17 @@ public sealed record Qcow2OpenOptions
     /// when this storage cannot write and <see cref="ReadOnly"/> is false.
     /// </remarks>
     public IStorage? DataFileStorage { get; init; }
+
+    /// <summary>
+    /// The secret of each backing file, when they are not all unlocked with <see cref="EncryptionSecret"/>
+    /// (null, the default, passes <see cref="EncryptionSecret"/> down the chain). Called once per backing
+    /// file at every depth, after <see cref="ExternalFilePolicy"/> allowed it, with the same request
+    /// (<see cref="ExternalFileRequest.ReferringImage"/> tells the depth apart); the result is that file's
+    /// <see cref="EncryptionSecret"/>. Null opens an encrypted backing file without a secret: the chain
+    /// opens, <see cref="Qcow2Image.IsLocked"/> is true for that layer, and reading data that comes from
+    /// it throws <see cref="Qcow2.Spans.Qcow2UnsupportedImageException"/> (QEMU refuses such a chain at
+    /// open). A secret that opens no key slot of a LUKS backing file fails the open with
+    /// <see cref="Crypto.Qcow2KeyException"/> naming the file in <see cref="Crypto.Qcow2KeyException.BackingFile"/>.
+    /// </summary>
+    public Func<ExternalFileRequest, byte[]?>? BackingSecretResolver { get; init; }
 }

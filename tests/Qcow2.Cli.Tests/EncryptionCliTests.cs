@@ -212,7 +212,7 @@ public sealed class EncryptionCliTests : IClassFixture<EncryptionCliTests.Fixtur
         byte[] expected = File.ReadAllBytes(dir.File("theirs.raw"));
         Assert.Equal(0x12, expected[0]);
         Assert.Equal(expected, File.ReadAllBytes(dir.File("ours.raw")));
-        // qemu-img needs backing.encrypt.key-secret; the library passes the image's secret down the chain.
+        // qemu-img needs backing.encrypt.key-secret; we try the image's own secret on a LUKS backing file (its key slots tell whether it fits).
         var without = Cli.Run(dir.Path, With("convert", Secret, "--image-opts", "-O", "raw", Opts("top.qcow2"), "ours2.raw"));
         Assert.Equal(0, without.Code);
         Assert.Equal(expected, File.ReadAllBytes(dir.File("ours2.raw")));

@@ -67,9 +67,9 @@ internal static class ImageOpener
         {
             return DiskImage.Open(spec.Path, format, new DiskOpenOptions { ReadOnly = readOnly, Qcow2 = options });
         }
-        catch (Qcow2KeyException)
+        catch (Qcow2KeyException e)
         {
-            throw spec.OpenError(InvalidPasswordMessage);
+            throw KeyFailure(spec, e);
         }
     }
 
@@ -107,29 +107,55 @@ internal static class ImageOpener
             if (method != wanted)
                 throw spec.OpenError($"Header reported '{method}' encryption format but options specify '{wanted}'");
         }
-        if (spec.BackingKeySecretId is { } backingId)
-        {
-            // The library gives the whole chain one secret: the image's, passed on to its backing files.
-            if (!secrets.TryGet(backingId, out var backingSecret))
-                throw spec.OpenError("Could not open backing file: " + SecretStore.NoSecretMessage(backingId));
-            if (method is not null && spec.KeySecretId is { } topId && secrets.TryGet(topId, out var top) && !top.AsSpan().SequenceEqual(backingSecret))
-                throw spec.OpenError("A backing file with a secret other than the image's is not supported by this tool");
-            options = options with { EncryptionSecret = backingSecret };
-        }
+        byte[]? backingSecret = null;
+        if (spec.BackingKeySecretId is { } backingId && !secrets.TryGet(backingId, out backingSecret))
+            throw spec.OpenError("Could not open backing file: " + SecretStore.NoSecretMessage(backingId));
+        byte[]? topSecret = null;
         if (method is not null)
         {
             if (spec.KeySecretId is { } id)
             {
-                if (!secrets.TryGet(id, out var secret)) throw spec.OpenError(SecretStore.NoSecretMessage(id));
-                options = options with { EncryptionSecret = secret };
+                if (!secrets.TryGet(id, out topSecret)) throw spec.OpenError(SecretStore.NoSecretMessage(id));
             }
             else if (needsData)
             {
                 throw spec.OpenError(SecretRequiredMessage);
             }
         }
-        return (format, options);
+        return (format, options with
+        {
+            EncryptionSecret = topSecret,
+            BackingSecretResolver = r => BackingSecret(spec, r, backingSecret, topSecret, needsData),
+        });
     }
+
+    /// <summary>
+    /// The secret of a backing file (every depth): backing.encrypt.key-secret's when given. Without it
+    /// qemu-img opens the backing file with no secret and fails; we try the image's own secret on a
+    /// LUKS backing file first, as its key slots tell whether it fits (a misfit then fails with
+    /// qemu-img's words, see <see cref="BackingKeyFailure"/>). A legacy AES backing file cannot tell a
+    /// wrong key, so it gets no guessed secret: when its data is needed that fails as in qemu-img.
+    /// </summary>
+    private static byte[]? BackingSecret(ImageSpec spec, Volume.Chain.ExternalFileRequest request, byte[]? backingSecret, byte[]? topSecret,
+        bool needsData)
+    {
+        if (backingSecret is not null) return backingSecret;
+        uint method = File.Exists(request.ResolvedPath) && ReadHeaderFacts(request.ResolvedPath) is { } facts ? facts.CryptMethod : 0;
+        if (method == 0) return null;
+        if (method == 2 && topSecret is not null) return topSecret;
+        if (needsData) throw spec.OpenError("Could not open backing file: " + SecretRequiredMessage);
+        return null;
+    }
+
+    /// <summary>The error for a backing file whose key slots refused the secret it was given (or guessed).</summary>
+    private static CommandFailedException BackingKeyFailure(ImageSpec spec, int? exitCode = null) =>
+        spec.BackingKeySecretId is null
+            ? spec.OpenError("Could not open backing file: " + SecretRequiredMessage, exitCode)
+            : spec.OpenError("Could not open backing file: " + InvalidPasswordMessage, exitCode);
+
+    /// <summary>The CLI's error for a secret refused while opening <paramref name="spec"/> (the image's own, or a backing file's).</summary>
+    internal static CommandFailedException KeyFailure(ImageSpec spec, Qcow2KeyException e, int? exitCode = null) =>
+        e.BackingFile is null ? spec.OpenError(InvalidPasswordMessage, exitCode) : BackingKeyFailure(spec, exitCode);
 
     /// <summary>The file must exist; for an option string qemu-img names both the string and the file.</summary>
     public static void RequireExists(ImageSpec spec)
@@ -184,10 +210,10 @@ internal static class ImageOpener
             storage = file;
             return image;
         }
-        catch (Qcow2KeyException)
+        catch (Qcow2KeyException e)
         {
             file.Dispose();
-            throw spec.OpenError(InvalidPasswordMessage);
+            throw KeyFailure(spec, e);
         }
         catch
         {

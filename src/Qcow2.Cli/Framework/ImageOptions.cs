@@ -32,8 +32,8 @@ internal sealed record ImageSpec
     public string? KeySecretId { get; init; }
 
     /// <summary>
-    /// backing.encrypt.key-secret: the secret of an encrypted backing file. The library opens a
-    /// chain with one secret, so it must be the same secret as the image's (or the image unencrypted).
+    /// backing.encrypt.key-secret: the secret of an encrypted backing file (and of the files below it),
+    /// given to the library through <c>Qcow2OpenOptions.BackingSecretResolver</c>.
     /// </summary>
     public string? BackingKeySecretId { get; init; }
 

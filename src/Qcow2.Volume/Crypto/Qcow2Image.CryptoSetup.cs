@@ -129,3 +129,13 @@ public sealed partial class Qcow2Image
         }
     }
 }
+
+public sealed partial class Qcow2Image
+{
+    /// <summary>
+    /// True for an encrypted image opened without its secret (see <see cref="Qcow2OpenOptions.EncryptionSecret"/>
+    /// and <see cref="Qcow2OpenOptions.BackingSecretResolver"/>): its metadata is readable, its data is not.
+    /// False for unencrypted images and unlocked ones.
+    /// </summary>
+    public bool IsLocked => _encryption != CryptMethod.None && _crypto is null;
+}

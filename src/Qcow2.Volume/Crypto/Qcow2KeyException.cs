@@ -13,4 +13,17 @@ public sealed class Qcow2KeyException : Exception
         : base(message)
     {
     }
+
+    /// <summary>Creates the exception for a backing file whose key slots refused its secret.</summary>
+    /// <param name="message">The message.</param>
+    /// <param name="backingFile">The backing file's path.</param>
+    /// <param name="inner">The refusal from the backing file's open.</param>
+    public Qcow2KeyException(string message, string backingFile, Exception? inner)
+        : base(message, inner)
+    {
+        BackingFile = backingFile;
+    }
+
+    /// <summary>The path of the backing file that refused its secret; null when the image opened was the one refused.</summary>
+    public string? BackingFile { get; }
 }

@@ -1,0 +1,112 @@
+using Qcow2.Tests.Shared;
+
+namespace Qcow2.Cli.Tests;
+
+/// <summary>
+/// backing.encrypt.key-secret with a secret of its own (the library's BackingSecretResolver), side by
+/// side with qemu-img: a LUKS overlay (secret "top", id t) on a LUKS backing file (secret "pw", id s0).
+/// </summary>
+public sealed class BackingSecretCliTests : IClassFixture<BackingSecretCliTests.Fixture>
+{
+    private static readonly string[] Secrets = { "--object", "secret,id=s0,data=pw", "--object", "secret,id=t,data=top" };
+
+    public sealed class Fixture : IDisposable
+    {
+        internal TempDir Dir { get; } = new();
+
+        /// <summary>base.qcow2 (0x12 at 0..1M), top.qcow2 over it with its own secret (0x34 at 512k..1.5M), plain.qcow2 unencrypted over it.</summary>
+        public Fixture()
+        {
+            QemuTools.CreateLuksImage(Dir.File("base.qcow2"), "4M");
+            QemuTools.IoEncrypted(Dir.File("base.qcow2"), "pw", "write -P 0x12 0 1M");
+            Cli.QemuOk(Dir.Path, With("create", "-q", "-f", "qcow2", Secrets, "-o",
+                "encrypt.format=luks,encrypt.key-secret=t,encrypt.iter-time=10,encrypt.hash-alg=sha512,backing_file=base.qcow2,backing_fmt=qcow2",
+                "top.qcow2"));
+            var io = Cli.RunTool(QemuTools.QemuIo, Dir.Path, With(Secrets, "--image-opts",
+                "driver=qcow2,file.filename=top.qcow2,encrypt.key-secret=t,backing.encrypt.key-secret=s0", "-c", "write -P 0x34 512k 1M"));
+            if (io.Code != 0 || io.Out.Contains("failed", StringComparison.Ordinal)) throw new InvalidOperationException(io.Out + io.Err);
+            Cli.QemuOk(Dir.Path, "create", "-q", "-f", "qcow2", "-o", "backing_file=base.qcow2,backing_fmt=qcow2", "plain.qcow2");
+        }
+
+        public void Dispose() => Dir.Dispose();
+    }
+
+    private readonly Fixture _fixture;
+
+    public BackingSecretCliTests(Fixture fixture) => _fixture = fixture;
+
+    private static string[] With(params object[] parts)
+    {
+        var list = new List<string>();
+        foreach (var p in parts)
+        {
+            if (p is string s) list.Add(s);
+            else list.AddRange((IEnumerable<string>)p);
+        }
+        return list.ToArray();
+    }
+
+    private static void AssertSameFailure((int Code, string Out, string Err) qemu, (int Code, string Out, string Err) ours)
+    {
+        Assert.NotEqual(0, qemu.Code);
+        Assert.Equal(qemu.Code, ours.Code);
+        Assert.Equal(qemu.Err.Replace("qemu-img: ", "qcow2: ", StringComparison.Ordinal), ours.Err);
+        Assert.Equal(qemu.Out, ours.Out);
+    }
+
+    [Fact]
+    public void Convert_BackingWithItsOwnSecret_ByteEqualToQemuImg()
+    {
+        string dir = _fixture.Dir.Path;
+        string opts = "driver=qcow2,file.filename=top.qcow2,encrypt.key-secret=t,backing.encrypt.key-secret=s0";
+        Cli.QemuOk(dir, With("convert", Secrets, "--image-opts", "-O", "raw", opts, "own-theirs.raw"));
+        var ours = Cli.Run(dir, With("convert", Secrets, "--image-opts", "-O", "raw", opts, "own-ours.raw"));
+        Assert.True(ours.Code == 0, ours.Err);
+        byte[] expected = File.ReadAllBytes(_fixture.Dir.File("own-theirs.raw"));
+        Assert.Equal(0x12, expected[0]);
+        Assert.Equal(0x34, expected[1 << 20]);
+        Assert.Equal(expected, File.ReadAllBytes(_fixture.Dir.File("own-ours.raw")));
+    }
+
+    [Fact]
+    public void Compare_UnencryptedOverlayWithBackingSecret_SameAsQemuImg()
+    {
+        string dir = _fixture.Dir.Path;
+        string[] args = With("compare", Secrets, "--image-opts", "driver=qcow2,file.filename=plain.qcow2,backing.encrypt.key-secret=s0",
+            "driver=qcow2,file.filename=base.qcow2,encrypt.key-secret=s0");
+        var theirs = Cli.Qemu(dir, args);
+        var ours = Cli.Run(dir, args);
+        Assert.Equal(0, theirs.Code);
+        Assert.Equal(theirs.Code, ours.Code);
+        Assert.Equal(theirs.Out, ours.Out);
+    }
+
+    [Theory]
+    // The overlay's own secret does not open the backing file: without backing.encrypt.key-secret qemu-img gives it none.
+    [InlineData("driver=qcow2,file.filename=top.qcow2,encrypt.key-secret=t")]
+    // A wrong backing secret.
+    [InlineData("driver=qcow2,file.filename=top.qcow2,encrypt.key-secret=t,backing.encrypt.key-secret=t")]
+    // An undefined one.
+    [InlineData("driver=qcow2,file.filename=top.qcow2,encrypt.key-secret=t,backing.encrypt.key-secret=nope")]
+    // An unencrypted overlay has no secret to lend its encrypted backing file.
+    [InlineData("driver=qcow2,file.filename=plain.qcow2")]
+    public void Convert_BackingSecretMissingOrWrong_FailsAsQemuImg(string opts)
+    {
+        string dir = _fixture.Dir.Path;
+        string[] args = With("convert", Secrets, "--image-opts", "-O", "raw", opts, "fail.raw");
+        var theirs = Cli.Qemu(dir, args);
+        var ours = Cli.Run(dir, args);
+        AssertSameFailure(theirs, ours);
+        Assert.Contains("Could not open backing file: ", ours.Err);
+    }
+
+    [Fact]
+    public void Info_EncryptedBackingWithoutSecret_OpensForMetadataAsQemuImg()
+    {
+        string dir = _fixture.Dir.Path;
+        var theirs = Cli.Qemu(dir, "info", "--output=json", "plain.qcow2");
+        var ours = Cli.Run(dir, "info", "--output=json", "plain.qcow2");
+        Assert.Equal(0, theirs.Code);
+        Assert.True(ours.Code == 0, ours.Err);
+    }
+}
