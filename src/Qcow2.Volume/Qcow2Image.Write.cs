@@ -164,6 +164,20 @@ public sealed partial class Qcow2Image
 
         var plan = new WritePlan { Kind = PlanKind.Rewrite, GuestCluster = gc, Count = 1 };
         ReadEntryForWrite(gc, out ulong raw, out ulong bitmap);
+        if (_geo.ExtendedL2 && (raw & L2Bits.Compressed) == 0)
+        {
+            // Allocated subclusters are written in place, never copied around a rewrite: an in-place
+            // write to other bytes of them may be running (it holds no reservation), and a rewrite
+            // would put the copy it read before over that write. So the write splits: a run of
+            // allocated subclusters in place, a run of unallocated (or zero) ones rewritten.
+            int allocatedRun = SubclusterRun(bitmap, inCluster, n, allocated: true);
+            if (allocatedRun > 0 && TryInPlace(gc, inCluster, allocatedRun, out long runHost))
+            {
+                CheckNoMetadataOverlap(runHost, allocatedRun);
+                return new WritePlan { Kind = PlanKind.InPlace, Length = allocatedRun, HostOffset = runHost };
+            }
+            if (allocatedRun == 0) n = SubclusterRun(bitmap, inCluster, n, allocated: false);
+        }
         // With a data file every guest cluster has its fixed host cluster: nothing is allocated,
         // but runs are batched the same way.
         bool fixedMapping = _dataFile is not null;
@@ -245,6 +259,23 @@ public sealed partial class Qcow2Image
         }
         host = h + inCluster;
         return true;
+    }
+
+    /// <summary>
+    /// Bytes from <paramref name="inCluster"/> (at most <paramref name="length"/>) whose subclusters
+    /// all are (or all are not) allocated in <paramref name="bitmap"/>.
+    /// </summary>
+    private int SubclusterRun(ulong bitmap, int inCluster, int length, bool allocated)
+    {
+        int end = inCluster + length;
+        int pos = inCluster;
+        while (pos < end)
+        {
+            int sub = pos >> _geo.SubclusterBits;
+            if ((((uint)bitmap >> sub) & 1) != 0 != allocated) break;
+            pos = (sub + 1) << _geo.SubclusterBits;
+        }
+        return Math.Min(pos, end) - inCluster;
     }
 
     private static uint SubclusterMask(int first, int last) =>

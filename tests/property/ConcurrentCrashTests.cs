@@ -112,19 +112,17 @@ public class ConcurrentCrashTests(ITestOutputHelper output)
             var entry = ReadL2Entry(medium, guestCluster: 0, extendedL2: true);
             Assert.True(entry.IsCompressed, "the first cluster must be compressed for this test");
             var descriptor = CompressedDescriptor.Decode(entry.Raw, clusterBits: 14);
-            gate.Block(descriptor.HostOffset, descriptor.HostLength);
-
             // Subcluster 0 (512 bytes) of the compressed cluster, on a thread of its own.
             var zeroing = new Thread(() =>
             {
                 if (discard) image.Discard(0, 0x200);
                 else image.WriteZeroes(0, 0x200);
             });
-            gate.BlockedThread = zeroing.ManagedThreadId;
+            var hold = gate.Hold(zeroing.ManagedThreadId, write: false, descriptor.HostOffset, descriptor.HostLength);
             zeroing.Start();
-            Assert.True(gate.Reached.Wait(TimeSpan.FromSeconds(30)), "the zeroing thread never read the compressed data");
+            Assert.True(hold.Reached.Wait(TimeSpan.FromSeconds(30)), "the zeroing thread never read the compressed data");
             image.Write(b.Offset, b.Data());
-            gate.Release.Set();
+            hold.Release.Set();
             Assert.True(zeroing.Join(TimeSpan.FromSeconds(30)), "the zeroing thread did not finish");
             image.Flush();
 
@@ -136,6 +134,54 @@ public class ConcurrentCrashTests(ITestOutputHelper output)
             Assert.Equal(a.Data().AsSpan(0x2200).ToArray(), data.AsSpan(0x2200).ToArray());
         }
         GeometryMapping.CheckClean(medium, "after the racing zero and write");
+    }
+
+    [Fact]
+    public void Qcow2Image_WriteIntoPartlyAllocatedClusterRacingAnInPlaceWriteToTheSameSubcluster_KeepsBoth()
+    {
+        // Extended L2: subcluster 0 of cluster 0 is allocated, subcluster 1 is not. Writer A writes
+        // [0, 0x64) in place; writer B writes [0xc8, 0x3e8), which needs subcluster 1 allocated, so it
+        // rewrites subclusters 0-1 with the bytes around its own range copied from the cluster. A's
+        // bytes must survive whatever the order: here A is held before its data write until B has
+        // read the bytes around its range, and B is held before its own data write until A is done.
+        const int cluster = 16 << 10;
+        var medium = new MemoryStorage("subcluster-race");
+        Qcow2Creator.Create(medium, new Qcow2CreateOptions { Size = 4 * cluster, ClusterSize = cluster, ExtendedL2 = true });
+        var gate = new GateStorage(medium);
+        var x = new WorkloadOp(WorkloadOpKind.Write, 0, 0x200, 0x0c);
+        var a = new WorkloadOp(WorkloadOpKind.Write, 0, 0x64, 0x0a);
+        var b = new WorkloadOp(WorkloadOpKind.Write, 0xc8, 0x320, 0x0b);
+        using (var image = Qcow2Image.Open(gate))
+        {
+            image.Write(x.Offset, x.Data());
+            image.Flush();
+            var entry = ReadL2Entry(medium, guestCluster: 0, extendedL2: true);
+            var host = entry.HostOffset;
+            Assert.NotEqual(0, host);
+
+            var writerA = new Thread(() => image.Write(a.Offset, a.Data()));
+            var writerB = new Thread(() => image.Write(b.Offset, b.Data()));
+            var holdA = gate.Hold(writerA.ManagedThreadId, write: true, host, 0x200);
+            var holdB = gate.Hold(writerB.ManagedThreadId, write: true, host, 0x400);
+            writerA.Start();
+            Assert.True(holdA.Reached.Wait(TimeSpan.FromSeconds(30)), "writer A never wrote its data");
+            writerB.Start();
+            var bHeld = holdB.Reached.Wait(TimeSpan.FromSeconds(5));
+            holdA.Release.Set();
+            Assert.True(writerA.Join(TimeSpan.FromSeconds(30)), "writer A did not finish");
+            holdB.Release.Set();
+            Assert.True(writerB.Join(TimeSpan.FromSeconds(30)), "writer B did not finish");
+            output.WriteLine($"B reached its data write while A was held: {bHeld}");
+
+            var data = new byte[0x400];
+            image.Read(0, data);
+            var expected = new byte[0x400];
+            x.Data().CopyTo(expected, 0);
+            a.Data().CopyTo(expected, 0);
+            b.Data().CopyTo(expected, (int)b.Offset);
+            Assert.Equal(expected, data);
+        }
+        GeometryMapping.CheckClean(medium, "after the racing writes");
     }
 
     /// <summary>The L2 entry of a guest cluster as the file holds it (first L2 table only).</summary>
@@ -458,67 +504,6 @@ public class ConcurrentCrashTests(ITestOutputHelper output)
         var header = new byte[104];
         if (storage.Read(0, header) < header.Length || header[7] < 3) return false;
         return (header[79] & 1) != 0;
-    }
-
-    /// <summary>Holds the first read by one thread that touches a given range until released.</summary>
-    private sealed class GateStorage(IStorage inner) : IStorage
-    {
-        private long _start;
-        private long _length;
-        private int _armed;
-
-        public int BlockedThread { get; set; } = -1;
-        public ManualResetEventSlim Reached { get; } = new();
-        public ManualResetEventSlim Release { get; } = new();
-        public long Length => inner.Length;
-        public bool CanWrite => inner.CanWrite;
-        public string Name => inner.Name;
-
-        public void Block(long start, long length)
-        {
-            _start = start;
-            _length = length;
-            Volatile.Write(ref _armed, 1);
-        }
-
-        public int Read(long offset, Span<byte> destination)
-        {
-            Hold(offset, destination.Length);
-            return inner.Read(offset, destination);
-        }
-
-        public ValueTask<int> ReadAsync(long offset, Memory<byte> destination, CancellationToken cancellationToken = default)
-        {
-            Hold(offset, destination.Length);
-            return inner.ReadAsync(offset, destination, cancellationToken);
-        }
-
-        private void Hold(long offset, int length)
-        {
-            if (Environment.CurrentManagedThreadId != BlockedThread || offset >= _start + _length || offset + length <= _start) return;
-            if (Interlocked.Exchange(ref _armed, 0) == 0) return;
-            Reached.Set();
-            // Released by the test; the bound only keeps a broken run from hanging.
-            Release.Wait(TimeSpan.FromSeconds(30));
-        }
-
-        public void Write(long offset, ReadOnlySpan<byte> source) => inner.Write(offset, source);
-        public ValueTask WriteAsync(long offset, ReadOnlyMemory<byte> source, CancellationToken cancellationToken = default) => inner.WriteAsync(offset, source, cancellationToken);
-        public void Flush() => inner.Flush();
-        public ValueTask FlushAsync(CancellationToken cancellationToken = default) => inner.FlushAsync(cancellationToken);
-        public void SetLength(long length) => inner.SetLength(length);
-
-        public void Dispose()
-        {
-            Reached.Dispose();
-            Release.Dispose();
-        }
-
-        public ValueTask DisposeAsync()
-        {
-            Dispose();
-            return ValueTask.CompletedTask;
-        }
     }
 
     /// <summary>Passes everything through, yielding the processor before each write, flush and read.</summary>
