@@ -440,20 +440,6 @@ public sealed class EncryptionCliTests : IClassFixture<EncryptionCliTests.Fixtur
         Assert.False(File.Exists(dir.File("x.qcow2")));
     }
 
-    // qemu-img makes these; the library encrypts only images that map no cluster yet.
-    [Theory]
-    [InlineData(",preallocation=metadata", "preallocation=metadata")]
-    [InlineData(",preallocation=full", "preallocation=full")]
-    [InlineData(",data_file=x.data,data_file_raw=on", "data_file_raw=on")]
-    public void Create_EncryptedWithPreallocatedClusters_RefusedClearlyAndNothingLeft(string extra, string named)
-    {
-        using var dir = new TempDir();
-        var r = Cli.Run(dir.Path, With("create", "-q", "-f", "qcow2", Secret, "-o", FastLuks + extra, "x.qcow2", "4M"));
-        Assert.Equal(1, r.Code);
-        Assert.Equal($"qcow2: x.qcow2: Encrypted images with {named} are not supported by this tool (qemu-img makes them)\n", r.Err);
-        Assert.Empty(Directory.GetFiles(dir.Path));
-    }
-
     [Fact]
     public void Errors_ConvertCompressedEncrypted_AsQemuImg()
     {

@@ -49,11 +49,8 @@ internal static class ImageFactory
     {
         if (s.Format == "qcow2")
         {
-            // The library encrypts only images that map no cluster yet; qemu-img preallocates first.
-            if (encryption is not null && s.Preallocation is not (null or "off"))
-                throw new NotSupportedException($"Encrypted images with preallocation={s.Preallocation} are not supported by this tool (qemu-img makes them)");
-            if (encryption is not null && s.DataFileRaw == true)
-                throw new NotSupportedException("Encrypted images with data_file_raw=on are not supported by this tool (qemu-img makes them)");
+            // Preallocated as qemu-img does it, then encrypted (the library lays the LUKS region after the
+            // preallocated data, as qemu-img does, and makes the preallocated clusters read as zeros).
             // Written whole (and synced) by the creator and not opened, so a backing file named
             // with create -u need not exist.
             Qcow2Creator.Create(path, ToQcow2Options(s, size));
