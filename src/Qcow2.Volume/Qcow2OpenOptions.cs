@@ -87,6 +87,7 @@ public sealed record Qcow2OpenOptions
     /// it throws <see cref="Qcow2.Spans.Qcow2UnsupportedImageException"/> (QEMU refuses such a chain at
     /// open). A secret that opens no key slot of a LUKS backing file fails the open with
     /// <see cref="Crypto.Qcow2KeyException"/> naming the file in <see cref="Crypto.Qcow2KeyException.BackingFile"/>.
+    /// An exception thrown by the resolver propagates out of the open.
     /// </summary>
     public Func<ExternalFileRequest, byte[]?>? BackingSecretResolver { get; init; }
 }
