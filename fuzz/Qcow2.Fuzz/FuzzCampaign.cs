@@ -25,6 +25,9 @@ public sealed class FuzzReport
     /// <summary>How often each kind of refusal came (exception type and the start of its message, digits masked), per target.</summary>
     public Dictionary<FuzzTarget, Dictionary<string, int>> Refusals { get; } = [];
 
+    /// <summary>The most managed bytes one input allocated, per target.</summary>
+    public Dictionary<FuzzTarget, long> MostAllocated { get; } = [];
+
     /// <summary>The slowest input per target: how long it took and what it was.</summary>
     public Dictionary<FuzzTarget, (TimeSpan Time, string Input)> Slowest { get; } = [];
 
@@ -50,6 +53,8 @@ public sealed class FuzzReport
                     lines.Add($"  {count,6} x {reason}");
             }
 
+            if (MostAllocated.TryGetValue(target, out long most))
+                lines.Add($"  most allocated by one input: {most / 1048576.0:F1} MiB");
             if (Slowest.TryGetValue(target, out var slowest))
                 lines.Add($"  slowest input {slowest.Time.TotalSeconds:F2} s: {Shorten(slowest.Input)}");
         }
@@ -106,7 +111,8 @@ public static class FuzzCampaign
                 var input = encrypted ? mutator.MutateEncrypted(seed.Bytes, mutations) : mutator.Mutate(seed.Bytes, mutations);
                 report.Runs[target]++;
                 long started = Stopwatch.GetTimestamp();
-                var outcome = RunOne(target, input, random.Next(), settings, seed.Secret);
+                var outcome = RunOne(target, input, random.Next(), settings, seed.Secret, out long allocatedBytes);
+                report.MostAllocated[target] = Math.Max(report.MostAllocated.GetValueOrDefault(target), allocatedBytes);
                 var took = Stopwatch.GetElapsedTime(started);
                 if (took > report.Slowest.GetValueOrDefault(target).Time)
                     report.Slowest[target] = (took, $"{seed.Name} #{i}: {string.Join("; ", mutations)}");
@@ -157,8 +163,13 @@ public static class FuzzCampaign
     }
 
     /// <summary>Runs one input through one target and classifies the outcome (<paramref name="secret"/>: the encrypted target's seed secret).</summary>
-    public static (string Kind, string Detail) RunOne(FuzzTarget target, byte[] input, int actionSeed, FuzzSettings settings, byte[]? secret = null)
+    public static (string Kind, string Detail) RunOne(FuzzTarget target, byte[] input, int actionSeed, FuzzSettings settings, byte[]? secret = null) =>
+        RunOne(target, input, actionSeed, settings, secret, out _);
+
+    /// <summary>As <see cref="RunOne(FuzzTarget, byte[], int, FuzzSettings, byte[])"/>, also giving the managed bytes the input's thread allocated (-1 on a hang).</summary>
+    public static (string Kind, string Detail) RunOne(FuzzTarget target, byte[] input, int actionSeed, FuzzSettings settings, byte[]? secret, out long allocatedBytes)
     {
+        long allocatedByInput = -1;
         (string, string) result = ("accepted", "");
         var thread = new Thread(() =>
         {
@@ -183,6 +194,7 @@ public static class FuzzCampaign
             }
 
             long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+            allocatedByInput = allocated;
             if (allocated > settings.AllocationLimit && result.Item1 is "accepted" or "rejected")
             {
                 result = ("allocation", $"{allocated} bytes allocated for one input of {input.Length} bytes");
@@ -191,9 +203,11 @@ public static class FuzzCampaign
         thread.Start();
         if (!thread.Join(settings.HangTimeout))
         {
+            allocatedBytes = -1;
             return ("hang", $"no result after {settings.HangTimeout.TotalSeconds} s");
         }
 
+        allocatedBytes = allocatedByInput;
         return result;
     }
 
