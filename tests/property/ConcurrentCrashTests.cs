@@ -334,7 +334,8 @@ public class ConcurrentCrashTests(ITestOutputHelper output)
 
     /// <summary>
     /// Starts the round's threads together (even ones call the synchronous methods, odd ones the
-    /// asynchronous ones), waits for them, and closes the image; the close is one more flush.
+    /// asynchronous ones), waits for them, checks what the live image reads, and closes the image;
+    /// the close is one more flush.
     /// </summary>
     private static List<Ran> RunWorkload(Round round, CrashSimulationClock clock, IStorage storage, Qcow2OpenOptions open)
     {
@@ -367,6 +368,17 @@ public class ConcurrentCrashTests(ITestOutputHelper output)
             }
             go.Set();
             Task.WaitAll(workers);
+            // Before any cut: every operation has returned, so each byte must read as the last write
+            // that covered it, where that write did not overlap in time any other operation covering it.
+            var live = new byte[round.Size];
+            image.Read(0, live);
+            var all = ran.SelectMany(l => l).Select(r => new HistoryEntry(r.Thread, r.Index, r.Op, r.StartSeq, r.AckSeq, MayHaveRun: true)).ToList();
+            var lost = ConcurrentHistory.FindLostData(live, all, long.MaxValue) ?? ConcurrentHistory.FindForeignData(live, all);
+            if (lost is not null)
+            {
+                throw new InvalidOperationException($"the live image, after every thread finished: {lost}{Environment.NewLine}History:{Environment.NewLine}"
+                    + string.Join(Environment.NewLine, all.OrderBy(e => e.StartSeq).Select(e => "  " + e)));
+            }
         }
         finally
         {
