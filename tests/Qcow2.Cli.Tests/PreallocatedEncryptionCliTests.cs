@@ -44,12 +44,10 @@ public sealed class PreallocatedEncryptionCliTests
 
     [Theory]
     [InlineData(QemuLuks + ",preallocation=metadata")]
-    [InlineData(QemuLuks + ",preallocation=falloc")]
     [InlineData(QemuLuks + ",preallocation=full,compat=0.10")]
     [InlineData(QemuLuks + ",preallocation=metadata,cluster_size=16384,extended_l2=on")]
     [InlineData(QemuLuks + ",data_file=x.data,data_file_raw=on")]
     [InlineData("encrypt.format=aes,encrypt.key-secret=s0,preallocation=metadata")]
-    [InlineData("encrypt.format=aes,encrypt.key-secret=s0,preallocation=full,compat=0.10")]
     public void Create_EncryptedPreallocated_AsQemuImgLaysItOutAndReadsZeros(string options)
     {
         using var ours = new TempDir();

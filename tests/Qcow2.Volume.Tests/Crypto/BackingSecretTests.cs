@@ -10,8 +10,27 @@ namespace Qcow2.Volume.Tests.Crypto;
 /// Qcow2OpenOptions.BackingSecretResolver: a LUKS overlay and its LUKS backing file with different
 /// secrets, read as qemu-img reads them with backing.encrypt.key-secret.
 /// </summary>
-public sealed class BackingSecretTests
+public sealed class BackingSecretTests(BackingSecretTests.Chain chain) : IClassFixture<BackingSecretTests.Chain>
 {
+    /// <summary>The chain every test opens read-only (qemu-img's LUKS creation costs seconds here).</summary>
+    public sealed class Chain : IDisposable
+    {
+        private readonly TempDir _dir = new();
+
+        public Chain() => (Base, Top) = MakeChain(_dir);
+
+        public string Base { get; }
+
+        public string Top { get; }
+
+        /// <summary>qemu-img convert of the chain with both secrets.</summary>
+        public byte[] QemuContent => _qemuContent ??= QemuConvertChain(_dir, Top);
+
+        private byte[]? _qemuContent;
+
+        public void Dispose() => _dir.Dispose();
+    }
+
     private const string BaseSecret = "pw";          // QemuTools.CreateLuksImage's secret
     private const string TopSecret = "top-secret";
 
@@ -26,13 +45,14 @@ public sealed class BackingSecretTests
         QemuTools.IoEncrypted(@base, BaseSecret, "write -P 0x12 0 1M");
         Qcow2Creator.Create(top, new Qcow2CreateOptions { Size = 4 << 20, BackingFile = "base.qcow2", BackingFormat = "qcow2" });
         Qcow2Encryption.AddLuksEncryption(top, new LuksCreateOptions { Secret = Bytes(TopSecret), Iterations = 1000 });
-        using var image = Qcow2Image.Open(top, Options(BaseSecret));
+        using var image = Qcow2Image.Open(top, Options(BaseSecret) with { ReadOnly = false });
         image.Write(512 << 10, Enumerable.Repeat((byte)0x34, 1 << 20).ToArray());
         return (@base, top);
     }
 
     private static Qcow2OpenOptions Options(string? backingSecret, List<ExternalFileRequest>? seen = null) => new()
     {
+        ReadOnly = true,
         ExternalFilePolicy = ExternalFilePolicy.AllowAll,
         EncryptionSecret = Bytes(TopSecret),
         BackingSecretResolver = r =>
@@ -53,13 +73,12 @@ public sealed class BackingSecretTests
     [Fact]
     public void Open_ResolverGivesBackingItsOwnSecret_ReadsAsQemuImgConvert()
     {
-        using var dir = new TempDir();
-        var (@base, top) = MakeChain(dir);
+        var (@base, top) = (chain.Base, chain.Top);
         var seen = new List<ExternalFileRequest>();
         using var image = Qcow2Image.Open(top, Options(BaseSecret, seen));
         var ours = new byte[image.Size];
         image.Read(0, ours);
-        byte[] expected = QemuConvertChain(dir, top);
+        byte[] expected = chain.QemuContent;
         Assert.Equal(0x12, expected[0]);
         Assert.Equal(0x34, expected[1 << 20]);
         Assert.Equal(expected, ours);
@@ -74,9 +93,8 @@ public sealed class BackingSecretTests
     [Fact]
     public void Open_ResolverGivesNoSecret_BackingLockedAndItsDataRefused()
     {
-        using var dir = new TempDir();
-        var (_, top) = MakeChain(dir);
-        using var image = Qcow2Image.Open(top, Options(backingSecret: null) with { ReadOnly = true });
+        string top = chain.Top;
+        using var image = Qcow2Image.Open(top, Options(backingSecret: null));
         Assert.False(image.IsLocked);
         Assert.True(((Qcow2Image)image.Backing!).IsLocked);
         // The overlay's own clusters read; what would come from the backing file does not.
@@ -89,8 +107,7 @@ public sealed class BackingSecretTests
     [Fact]
     public void Open_ResolverGivesWrongSecret_KeyExceptionNamesTheBackingFile()
     {
-        using var dir = new TempDir();
-        var (@base, top) = MakeChain(dir);
+        var (@base, top) = (chain.Base, chain.Top);
         var e = Assert.Throws<Qcow2KeyException>(() => Qcow2Image.Open(top, Options("wrong")).Dispose());
         Assert.Equal(Path.GetFullPath(@base), e.BackingFile);
     }
@@ -98,21 +115,19 @@ public sealed class BackingSecretTests
     [Fact]
     public void Open_NoResolver_ChainSharesTheSecretAndBackingRefusesIt()
     {
-        using var dir = new TempDir();
-        var (@base, top) = MakeChain(dir);
-        var options = new Qcow2OpenOptions { ExternalFilePolicy = ExternalFilePolicy.AllowAll, EncryptionSecret = Bytes(TopSecret) };
+        var (@base, top) = (chain.Base, chain.Top);
+        var options = new Qcow2OpenOptions { ReadOnly = true, ExternalFilePolicy = ExternalFilePolicy.AllowAll, EncryptionSecret = Bytes(TopSecret) };
         var e = Assert.Throws<Qcow2KeyException>(() => Qcow2Image.Open(top, options).Dispose());
         Assert.Equal(Path.GetFullPath(@base), e.BackingFile);
         // The top image itself accepted the secret: without its backing chain it opens.
-        using var alone = Qcow2Image.Open(top, options with { OpenBackingChain = false, ReadOnly = true });
+        using var alone = Qcow2Image.Open(top, options with { OpenBackingChain = false });
         Assert.False(alone.IsLocked);
     }
 
     [Fact]
     public void Open_TopWrongSecret_KeyExceptionWithoutBackingFile()
     {
-        using var dir = new TempDir();
-        var (_, top) = MakeChain(dir);
+        string top = chain.Top;
         var e = Assert.Throws<Qcow2KeyException>(() => Qcow2Image.Open(top, Options(BaseSecret) with { EncryptionSecret = Bytes("nope") }).Dispose());
         Assert.Null(e.BackingFile);
     }

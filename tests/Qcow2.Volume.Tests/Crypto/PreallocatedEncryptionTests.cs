@@ -50,8 +50,6 @@ public sealed class PreallocatedEncryptionTests
     [Theory]
     [InlineData("metadata", "1.1")]
     [InlineData("falloc", "1.1")]
-    [InlineData("full", "1.1")]
-    [InlineData("metadata", "0.10")]
     [InlineData("full", "0.10")]
     public void AddLuksEncryption_Preallocated_LayoutAsQemuImgAndReadsZeros(string mode, string compat)
     {
