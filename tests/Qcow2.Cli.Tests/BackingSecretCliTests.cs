@@ -109,4 +109,23 @@ public sealed class BackingSecretCliTests : IClassFixture<BackingSecretCliTests.
         Assert.Equal(0, theirs.Code);
         Assert.True(ours.Code == 0, ours.Err);
     }
+
+    [Fact]
+    public void Convert_RawBackingWhoseBytesLookLikeAnEncryptedHeader_ByteEqualToQemuImg()
+    {
+        using var dir = new TempDir();
+        // Bytes 20..35 as a qcow2 header would hold cluster_bits 16, a size and crypt_method 1.
+        var raw = new byte[1 << 20];
+        raw[23] = 16;
+        raw[30] = 0x10;
+        raw[35] = 1;
+        raw[4096] = 0x99;
+        File.WriteAllBytes(dir.File("base.raw"), raw);
+        Cli.QemuOk(dir.Path, "create", "-q", "-f", "qcow2", "-o", "backing_file=base.raw,backing_fmt=raw", "over.qcow2");
+        Cli.QemuOk(dir.Path, "convert", "-O", "raw", "over.qcow2", "theirs.raw");
+        var ours = Cli.Run(dir.Path, "convert", "-O", "raw", "over.qcow2", "ours.raw");
+        Assert.True(ours.Code == 0, ours.Err);
+        Assert.Equal(File.ReadAllBytes(dir.File("theirs.raw")), File.ReadAllBytes(dir.File("ours.raw")));
+        Assert.Equal(raw, File.ReadAllBytes(dir.File("ours.raw")));
+    }
 }

@@ -140,8 +140,11 @@ internal static class ImageOpener
         bool needsData)
     {
         if (backingSecret is not null) return backingSecret;
-        uint method = File.Exists(request.ResolvedPath) && ReadHeaderFacts(request.ResolvedPath) is { } facts ? facts.CryptMethod : 0;
-        if (method == 0) return null;
+        // A raw backing file's bytes are no header; unknown methods are left to the library to refuse.
+        uint method = File.Exists(request.ResolvedPath) && Probe(request.ResolvedPath) == "qcow2" && ReadHeaderFacts(request.ResolvedPath) is { } facts
+            ? facts.CryptMethod
+            : 0;
+        if (method is not (1 or 2)) return null;
         if (method == 2 && topSecret is not null) return topSecret;
         if (needsData) throw spec.OpenError("Could not open backing file: " + SecretRequiredMessage);
         return null;
