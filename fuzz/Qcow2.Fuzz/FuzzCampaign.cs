@@ -26,7 +26,7 @@ public sealed class FuzzReport
     public Dictionary<FuzzTarget, Dictionary<string, int>> Refusals { get; } = [];
 
     /// <summary>The most managed bytes one input allocated, per target.</summary>
-    public Dictionary<FuzzTarget, long> MostAllocated { get; } = [];
+    public Dictionary<FuzzTarget, (long Bytes, string Input)> MostAllocated { get; } = [];
 
     /// <summary>The slowest input per target: how long it took and what it was.</summary>
     public Dictionary<FuzzTarget, (TimeSpan Time, string Input)> Slowest { get; } = [];
@@ -53,8 +53,8 @@ public sealed class FuzzReport
                     lines.Add($"  {count,6} x {reason}");
             }
 
-            if (MostAllocated.TryGetValue(target, out long most))
-                lines.Add($"  most allocated by one input: {most / 1048576.0:F1} MiB");
+            if (MostAllocated.TryGetValue(target, out var most))
+                lines.Add($"  most allocated by one input: {most.Bytes / 1048576.0:F1} MiB: {Shorten(most.Input)}");
             if (Slowest.TryGetValue(target, out var slowest))
                 lines.Add($"  slowest input {slowest.Time.TotalSeconds:F2} s: {Shorten(slowest.Input)}");
         }
@@ -112,7 +112,8 @@ public static class FuzzCampaign
                 report.Runs[target]++;
                 long started = Stopwatch.GetTimestamp();
                 var outcome = RunOne(target, input, random.Next(), settings, seed.Secret, out long allocatedBytes);
-                report.MostAllocated[target] = Math.Max(report.MostAllocated.GetValueOrDefault(target), allocatedBytes);
+                if (allocatedBytes > report.MostAllocated.GetValueOrDefault(target).Bytes)
+                    report.MostAllocated[target] = (allocatedBytes, $"{seed.Name} #{i}: {string.Join("; ", mutations)}");
                 var took = Stopwatch.GetElapsedTime(started);
                 if (took > report.Slowest.GetValueOrDefault(target).Time)
                     report.Slowest[target] = (took, $"{seed.Name} #{i}: {string.Join("; ", mutations)}");
