@@ -40,7 +40,7 @@ public sealed record Qcow2OpenOptions
     /// <summary>
     /// The most PBKDF2 work unlocking a LUKS image may spend, in hash-block iterations (a key slot's
     /// iterations times the hash blocks of its key, plus its master key digest check, summed over the
-    /// slots tried until one accepts the secret); 0 chooses the default, 2^28 (about 30 s on one slow
+    /// slots tried until one accepts the secret); 0 chooses the default, 2^26 (about 13 s on one slow
     /// core). The iteration counts come from the image: a hostile header can ask for 2^32 - 1 per slot.
     /// An image made by qemu-img with its default 2 s iter-time needs roughly 2·10^7 on the machine
     /// that made it. A slot over the limit is refused with <see cref="Qcow2.Spans.Qcow2UnsupportedImageException"/>

@@ -35,11 +35,13 @@ internal static class LuksKeyStore
     /// The PBKDF2 work one unlock may spend by default, in hash-block iterations (see <see cref="SlotWork"/>),
     /// summed over the slots it tries (<see cref="Qcow2OpenOptions.MaxKeyDerivationWork"/> changes it).
     /// Slots are tried in order until one matches; trying a slot that would take the total past the
-    /// limit is refused instead. 2^28 is about 30 s of hashing on one slow shared core; qemu-img's
-    /// default 2 s iter-time made a slot of about 2.05·10^7 (9.1 M iterations of SHA-256 for a 64-byte
-    /// key, plus its digest check) on that same core, so images made with up to ~25 s iter-time open.
+    /// limit is refused instead. .NET's PBKDF2 does about 5·10^6 block iterations a second on one core
+    /// of the 2-core test machine, so 2^26 is about 13 s there: the most a hostile header can cost by
+    /// default. qemu-img's default 2 s iter-time made a slot of about 2.05·10^7 (9.1 M iterations of
+    /// SHA-256 for a 64-byte key, plus its digest check) on that machine: images made with up to about
+    /// 6 s iter-time on a machine like it open by default; raise the option for longer ones.
     /// </summary>
-    public const long DefaultUnlockWork = 1L << 28;
+    public const long DefaultUnlockWork = 1L << 26;
 
     /// <summary>The largest single PBKDF2 iteration count accepted at all (.NET's PBKDF2 takes an int).</summary>
     public const uint MaxIterations = int.MaxValue;
