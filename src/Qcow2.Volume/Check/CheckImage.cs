@@ -71,6 +71,9 @@ internal sealed class CheckImage
     public ulong CryptoHeaderOffset { get; init; }
     public ulong CryptoHeaderLength { get; init; }
 
+    /// <summary>File offset of the full disk encryption header extension's data (offset, then length), or 0.</summary>
+    public long CryptoExtensionDataOffset { get; init; }
+
     private static Qcow2CorruptImageException Corrupt(string field, long offset, ulong raw, string message) =>
         new(field, offset, raw, message);
 
@@ -154,6 +157,7 @@ internal sealed class CheckImage
         storage.Read(0, cluster);
         uint nbBitmaps = 0;
         ulong dirOffset = 0, dirSize = 0, cryptoOffset = 0, cryptoLength = 0;
+        long cryptoAt = 0;
         long pos = headerLength;
         while (pos < extEnd)
         {
@@ -186,6 +190,7 @@ internal sealed class CheckImage
             {
                 if (len != 16) throw Corrupt("crypto header extension", pos - 8, len, "invalid extension length");
                 if (crypt != CryptLuks) throw Corrupt("crypto header extension", pos - 8, crypt, "crypto header extension only expected with LUKS encryption");
+                cryptoAt = pos;
                 cryptoOffset = BinaryPrimitives.ReadUInt64BigEndian(data);
                 cryptoLength = BinaryPrimitives.ReadUInt64BigEndian(data[8..]);
                 if ((cryptoOffset & (ulong)(clusterSize - 1)) != 0 || cryptoOffset > long.MaxValue - Math.Min(cryptoLength, long.MaxValue / 2))
@@ -216,6 +221,7 @@ internal sealed class CheckImage
             BitmapDirectorySize = dirSize,
             CryptoHeaderOffset = cryptoOffset,
             CryptoHeaderLength = cryptoLength,
+            CryptoExtensionDataOffset = cryptoAt,
         };
     }
 

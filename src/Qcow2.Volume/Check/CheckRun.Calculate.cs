@@ -72,6 +72,8 @@ internal sealed partial class CheckRun
 
     private void CalculateRefcounts(List<SnapshotRef> snapshots, long snapshotsSize)
     {
+        _snapshotTableBytes = snapshotsSize;
+        PrepareEncryptionRegion();
         long words = (_nbClusters + 64) / 64;
         _activeCopied = new ulong[words];
         _activeNotCopied = new ulong[words];
@@ -133,8 +135,7 @@ internal sealed partial class CheckRun
         _countingStructure = false;
 
         // The encryption header.
-        if (_img.CryptoHeaderLength != 0)
-            IncrementRange(_img.CryptoHeaderOffset, (long)_img.CryptoHeaderLength);
+        CountEncryptionRegion();
 
         CountBitmaps();
         CheckRefcountBlocks();
@@ -177,6 +178,21 @@ internal sealed partial class CheckRun
                 _res.CorruptionsFixed++;
                 Report(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"l2_offset={BareHex(l2Offset)}: Table is not cluster aligned; L1 entry dropped", repaired: true);
                 continue;
+            }
+            if (l2Offset != 0 && (l2Offset & (ulong)(ClusterSize - 1)) == 0 && ProtectedMetadataAt(l2Offset) is { } metadata)
+            {
+                // Key material, refcounts or the header read as an L2 table: repairing its "entries"
+                // would destroy them (a LUKS key region so damaged unlocks with no secret). The
+                // refcount comparison counts the double use; a repair drops the entry instead.
+                if (FixErrors && _weight == 1)
+                {
+                    _storage.Write(l1Offset + i * 8L, ZeroEntry);
+                    _storage.Flush();
+                    _res.CorruptionsFixed++;
+                    Report(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"l2_offset={BareHex(l2Offset)}: L2 table lies in {metadata}; L1 entry dropped", repaired: true);
+                    continue;
+                }
+                Report(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"l2_offset={BareHex(l2Offset)}: L2 table lies in {metadata}; L1 entry corrupted");
             }
             IncrementRange(l2Offset, ClusterSize);
             if ((l2Offset & (ulong)(ClusterSize - 1)) != 0)
@@ -234,7 +250,7 @@ internal sealed partial class CheckRun
         ulong clusterMask = (ulong)ClusterSize - 1;
         // A table at an unaligned offset is no table: its "entries" are bytes of other clusters
         // (often other metadata), so nothing is ever written through it. Its L1 entry is reported.
-        bool fix = FixErrors && ((ulong)l2Offset & clusterMask) == 0;
+        bool fix = FixErrors && ((ulong)l2Offset & clusterMask) == 0 && ProtectedMetadataAt((ulong)l2Offset) is null;
 
         int i = 0;
         while (i < entries)

@@ -229,6 +229,7 @@ internal sealed partial class CheckRun
     {
         bool repair = FixErrors || (FixLeaks && _res.CheckErrors == 0 && _res.Corruptions == 0 && _res.Leaks == 0);
         if (_img.L1Size == 0) return;
+        _refcountBlockOffsets = null;   // a rebuild moved them
         var l1 = ReadEntries(_img.L1Offset, _img.L1Size);
         var l2Offsets = new List<long>();
         Span<byte> raw = stackalloc byte[8];
@@ -267,7 +268,7 @@ internal sealed partial class CheckRun
         VisitTables(offsets, (index, table, weight) =>
         {
             // Never write through a table at an unaligned offset (its L1 entry is reported corrupt).
-            bool aligned = (offsets[index] & (ClusterSize - 1)) == 0;
+            bool aligned = (offsets[index] & (ClusterSize - 1)) == 0 && ProtectedMetadataAt((ulong)offsets[index]) is null;
             int dirty = CheckCopiedFlagsInL2(offsets[index], table, weight, repair && aligned, mismatches);
             if (dirty > 0)
             {

@@ -45,6 +45,7 @@ internal sealed partial class CheckRun
     // Regions referenced past the end of the file: new metadata written after them brings them
     // inside the file (reading zeros, as before), so a rewritten refcount structure counts them.
     private const int MaxPastEndRegions = 1 << 20;
+    private const ulong MaxReachPastEnd = 64UL << 20;
     private readonly List<(ulong Offset, long Size, long Weight, bool Persistent)> _pastEndRegions = new();
 
     private readonly int _maxFindings;
@@ -167,8 +168,11 @@ internal sealed partial class CheckRun
     {
         if (size <= 0) return;
         ulong fileLength = (ulong)_fileLength;
-        // Remember how far references reach (within reason: new metadata is placed after them).
-        if (offset < fileLength * 2 + (1UL << 30) && (ulong)size < (1UL << 40) && offset + (ulong)size > _maxReferencedEnd)
+        // Remember how far references reach (within reason: new metadata is placed after them, and
+        // regions within the reach are brought inside the file by a rebuild). The reach is bounded by
+        // the file's own size: a length or offset from the header must never size the repaired file.
+        ulong reachLimit = fileLength + Math.Max(fileLength, MaxReachPastEnd);
+        if (offset < reachLimit && (ulong)size <= reachLimit - offset && offset + (ulong)size > _maxReferencedEnd)
             _maxReferencedEnd = offset + (ulong)size;
         if (offset >= fileLength + (ulong)ClusterSize || (ulong)size >= fileLength + (ulong)ClusterSize - offset)
         {
