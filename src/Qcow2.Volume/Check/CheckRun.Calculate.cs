@@ -151,6 +151,9 @@ internal sealed partial class CheckRun
         // Entries past the end of the file read as zeros (unallocated): only those inside are read.
         int inFile = l1Offset >= _fileLength ? 0 : (int)Math.Min(l1Size, (_fileLength - l1Offset + 7) / 8);
         var l1 = ReadEntries(l1Offset, inFile);
+        // Entries are dropped in place only in a table referenced once, and never in one that lies in
+        // the header cluster or the LUKS key material (its "entries" are those bytes).
+        bool dropEntries = FixErrors && _weight == 1 && L1TableWritable(l1Offset, l1Size);
 
         for (int i = 0; i < l1.Length; i++)
         {
@@ -159,7 +162,7 @@ internal sealed partial class CheckRun
             if ((entry & L1ReservedMask) != 0)
                 Corruption(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"found L1 entry with reserved bits set: {BareHex(entry)}");
             ulong l2Offset = entry & L1OffsetMask;
-            if (FixErrors && l2Offset >= (ulong)_fileLength && _weight == 1)
+            if (dropEntries && l2Offset >= (ulong)_fileLength)
             {
                 // An L2 table past the end of the file reads as zeros: the entry maps nothing.
                 _storage.Write(l1Offset + i * 8L, ZeroEntry);
@@ -168,7 +171,7 @@ internal sealed partial class CheckRun
                 Report(CheckFindingKind.L1Entry, l1Offset + i * 8L, $"l2_offset={BareHex(l2Offset)}: L2 table lies past the end of the file; L1 entry dropped", repaired: true);
                 continue;
             }
-            if (FixErrors && (l2Offset & (ulong)(ClusterSize - 1)) != 0 && _weight == 1)
+            if (dropEntries && (l2Offset & (ulong)(ClusterSize - 1)) != 0)
             {
                 // No L2 table can start at an unaligned offset (reading through the entry fails): the
                 // bytes there belong to other clusters. Counting their bogus references would make a
@@ -184,7 +187,7 @@ internal sealed partial class CheckRun
                 // Key material, refcounts or the header read as an L2 table: repairing its "entries"
                 // would destroy them (a LUKS key region so damaged unlocks with no secret). The
                 // refcount comparison counts the double use; a repair drops the entry instead.
-                if (FixErrors && _weight == 1)
+                if (dropEntries)
                 {
                     _storage.Write(l1Offset + i * 8L, ZeroEntry);
                     _storage.Flush();

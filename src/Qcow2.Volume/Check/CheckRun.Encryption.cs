@@ -7,6 +7,9 @@ namespace Qcow2.Volume.Check;
 /// may lie in. The region's length comes from the header, so it is untrusted: a region that runs past
 /// the end of the file is a corruption, repaired (when the LUKS header inside says how long it really
 /// is) by shortening the extension's length, and never by growing the file to the claimed end.
+/// The key material (what the LUKS header at the region's start uses) is never written by a
+/// repair: an L1 entry pointing into it (or into other metadata) is dropped rather than its "L2
+/// table" repaired, and an L1 table lying in it is left as it is.
 /// </summary>
 internal sealed partial class CheckRun
 {
@@ -34,14 +37,19 @@ internal sealed partial class CheckRun
     {
         _cryptoOffset = _img.CryptoHeaderOffset;
         _cryptoLength = _img.CryptoHeaderLength;
-        _cryptoProtectedLength = _cryptoLength;
+        _cryptoProtectedLength = 0;
         if (_cryptoLength == 0) return;
-        if (!RegionPastEnd(_cryptoOffset, _cryptoLength)) return;
-        ulong? needed = LuksRegionLength();
-        // What cannot be known stays unprotected beyond the LUKS header itself: dropping L1 entries
-        // because of a length nobody can trust would lose data.
-        _cryptoProtectedLength = needed ?? Math.Min(_cryptoLength, (ulong)ClusterSize);
-        if (needed is not { } length || !FixErrors || _img.CryptoExtensionDataOffset == 0) return;
+        var (keyEnd, payload) = LuksExtent();
+        // Only what a LUKS header at the region's start uses is protected from being read as an L2
+        // table: a region that holds no LUKS header (or is longer than its header needs) must not
+        // make the repair drop L1 entries of real tables on the strength of an untrusted length.
+        _cryptoProtectedLength = Math.Min(_cryptoLength, keyEnd);
+        if (!RegionPastEnd(_cryptoOffset, _cryptoLength) || keyEnd == 0) return;
+        ulong length;
+        if (payload >= keyEnd && payload <= _cryptoLength && !RegionPastEnd(_cryptoOffset, payload)) length = payload;
+        else if (keyEnd <= _cryptoLength && !RegionPastEnd(_cryptoOffset, keyEnd)) length = keyEnd;
+        else return;
+        if (!FixErrors || _img.CryptoExtensionDataOffset == 0) return;
         Span<byte> raw = stackalloc byte[8];
         BinaryPrimitives.WriteUInt64BigEndian(raw, length);
         _storage.Write(_img.CryptoExtensionDataOffset + 8, raw);
@@ -61,18 +69,18 @@ internal sealed partial class CheckRun
     }
 
     /// <summary>
-    /// How many bytes the LUKS header at the start of the encryption region uses: its payload offset,
-    /// or more if an active key slot's material ends later. Null when there is no readable LUKS1
-    /// header there, or what it uses does not lie inside both the claimed region and the file.
+    /// What the LUKS1 header at the start of the encryption region uses: the end of its header and of
+    /// every active key slot's material, and its payload offset (both relative to the region). (0, 0)
+    /// when there is no LUKS1 header with an active slot there (inside the file).
     /// </summary>
-    private ulong? LuksRegionLength()
+    private (ulong KeyEnd, ulong Payload) LuksExtent()
     {
-        if (_cryptoOffset >= (ulong)_fileLength || (ulong)_fileLength - _cryptoOffset < LuksHeaderBytes) return null;
+        if (_cryptoOffset >= (ulong)_fileLength || (ulong)_fileLength - _cryptoOffset < LuksHeaderBytes) return (0, 0);
         Span<byte> header = stackalloc byte[LuksHeaderBytes];
         ReadZeroFilled((long)_cryptoOffset, header);
-        if (!header[..LuksMagic.Length].SequenceEqual(LuksMagic) || BinaryPrimitives.ReadUInt16BigEndian(header[6..]) != 1) return null;
+        if (!header[..LuksMagic.Length].SequenceEqual(LuksMagic) || BinaryPrimitives.ReadUInt16BigEndian(header[6..]) != 1) return (0, 0);
         ulong keyBytes = BinaryPrimitives.ReadUInt32BigEndian(header[LuksKeyBytesAt..]);
-        ulong needed = LuksHeaderBytes;
+        ulong end = LuksHeaderBytes;
         bool anyActive = false;
         for (int s = 0; s < LuksSlotCount; s++)
         {
@@ -80,16 +88,12 @@ internal sealed partial class CheckRun
             if (BinaryPrimitives.ReadUInt32BigEndian(slot) != LuksSlotActive) continue;
             anyActive = true;
             ulong materialOffset = (ulong)BinaryPrimitives.ReadUInt32BigEndian(slot[40..]) * LuksSector;
-            ulong stripes = BinaryPrimitives.ReadUInt32BigEndian(slot[44..]);
-            ulong material = stripes * keyBytes;   // both 32-bit: no overflow
-            if (material > ulong.MaxValue - materialOffset) return null;
-            needed = Math.Max(needed, materialOffset + material);
+            ulong material = BinaryPrimitives.ReadUInt32BigEndian(slot[44..]) * keyBytes;   // both 32-bit: no overflow
+            if (material > ulong.MaxValue - materialOffset) return (0, 0);
+            end = Math.Max(end, materialOffset + material);
         }
-        if (!anyActive) return null;
-        ulong payload = (ulong)BinaryPrimitives.ReadUInt32BigEndian(header[LuksPayloadOffsetAt..]) * LuksSector;
-        if (payload >= needed && payload <= _cryptoLength && !RegionPastEnd(_cryptoOffset, payload)) return payload;
-        if (needed <= _cryptoLength && !RegionPastEnd(_cryptoOffset, needed)) return needed;
-        return null;
+        if (!anyActive) return (0, 0);
+        return (end, (ulong)BinaryPrimitives.ReadUInt32BigEndian(header[LuksPayloadOffsetAt..]) * LuksSector);
     }
 
     /// <summary>
@@ -108,6 +112,14 @@ internal sealed partial class CheckRun
         if (!pastEnd) return;
         if (_pastEndRegions.Count > pending) _pastEndRegions.RemoveAt(_pastEndRegions.Count - 1);
         _maxReferencedEnd = reach;
+    }
+
+    /// <summary>Whether entries of an L1 table may be rewritten in place: not when it lies in the header cluster or the LUKS key material.</summary>
+    private bool L1TableWritable(long l1Offset, int l1Size)
+    {
+        if (l1Offset < ClusterSize) return false;
+        ulong start = (ulong)l1Offset, length = (ulong)l1Size * 8;
+        return _cryptoProtectedLength == 0 || start >= _cryptoOffset + _cryptoProtectedLength || start + length <= _cryptoOffset;
     }
 
     /// <summary>

@@ -231,6 +231,7 @@ internal sealed partial class CheckRun
         if (_img.L1Size == 0) return;
         _refcountBlockOffsets = null;   // a rebuild moved them
         var l1 = ReadEntries(_img.L1Offset, _img.L1Size);
+        bool l1Writable = L1TableWritable(_img.L1Offset, _img.L1Size);
         var l2Offsets = new List<long>();
         Span<byte> raw = stackalloc byte[8];
         for (int i = 0; i < l1.Length; i++)
@@ -245,7 +246,7 @@ internal sealed partial class CheckRun
             {
                 long at = _img.L1Offset + i * 8L;
                 string message = $"OFLAG_COPIED L2 cluster: l1_index={i} l1_entry={BareHex(entry)} refcount={refcount}";
-                if (repair)
+                if (repair && l1Writable)
                 {
                     BinaryPrimitives.WriteUInt64BigEndian(raw, refcount == 1 ? entry | CopiedFlag : entry & ~CopiedFlag);
                     _storage.Write(at, raw);

@@ -171,6 +171,36 @@ public sealed class EncryptionRegionCheckTests
     }
 
     [Fact]
+    public void CheckRepairAll_RegionLengthCoveringL2Tables_KeepsTablesAndData()
+    {
+        using var dir = new TempDir();
+        var image = MakeEncryptedImage();
+        var (regionOffset, _) = CryptoRegion(image);
+        long l1Offset = (long)BinaryPrimitives.ReadUInt64BigEndian(image.AsSpan(40));
+        var l1Before = image.AsSpan((int)l1Offset, 16).ToArray();
+        int at = CryptoExtensionDataOffset(image);
+        // The region now claims everything to the end of the file, L2 tables and data included: only
+        // what the LUKS header uses is key material, so no L1 entry is dropped for lying in the rest.
+        BinaryPrimitives.WriteUInt64BigEndian(image.AsSpan(at + 8), (ulong)(image.Length - regionOffset));
+        string ours = dir.File("ours.qcow2");
+        File.WriteAllBytes(ours, image);
+
+        var readOnly = CheckHarness.OurCheck(ours);
+        var qemuReadOnly = QemuCheck(ours);
+        Assert.True(readOnly.ExitCode == 2 && qemuReadOnly.ExitCode == 2 && qemuReadOnly.Corruptions == readOnly.Corruptions,
+            $"qemu-img: {qemuReadOnly.Output}\nours: {readOnly.Corruptions}\n{string.Join("\n", readOnly.Findings.Take(40))}");
+        Assert.DoesNotContain(readOnly.Findings, f => f.Kind == CheckFindingKind.L1Entry);
+
+        CheckHarness.OurCheck(ours, RepairMode.All);
+
+        var fixedImage = File.ReadAllBytes(ours);
+        for (int e = 0; e < 2; e++)   // the same tables (the COPIED flag follows the raised refcounts)
+            Assert.Equal(BinaryPrimitives.ReadUInt64BigEndian(l1Before.AsSpan(e * 8)) & ~Copied, BinaryPrimitives.ReadUInt64BigEndian(fixedImage.AsSpan((int)l1Offset + e * 8)) & ~Copied);
+        AssertPattern(ReadWithSecret(ours, 0, ClusterSize * 3), 0, 0);
+        AssertPattern(ReadWithSecret(ours, (2L << 20) + 100, 5000), (2L << 20) + 100, 0);
+    }
+
+    [Fact]
     public void CheckRepairAll_L1EntryIntoLuksRegion_DropsEntryAndKeepsKey()
     {
         using var dir = new TempDir();
