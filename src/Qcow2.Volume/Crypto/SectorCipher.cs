@@ -62,9 +62,9 @@ internal abstract class SectorCipher : IDisposable
             {
                 int n = Math.Min(ChunkBytes, data.Length);
                 int sectors = (n + SectorSize - 1) >> SectorShift;
-                var ivSpan = ivs.AsSpan(0, sectors * BlockSize);
-                FillIvs(ivSpan, sector);
-                TransformChunk(data[..n], ivSpan, encrypt);
+                int ivLength = sectors * BlockSize;
+                FillIvs(ivs, ivLength, sector);
+                TransformChunk(data[..n], ivs, ivLength, encrypt);
                 sector += sectors;
                 data = data[n..];
             }
@@ -75,11 +75,15 @@ internal abstract class SectorCipher : IDisposable
         }
     }
 
-    /// <summary>Transforms at most <see cref="ChunkBytes"/> bytes: sector <c>i</c> of <paramref name="data"/> has IV <c>ivs[16i..16i+16]</c>.</summary>
-    protected abstract void TransformChunk(Span<byte> data, ReadOnlySpan<byte> ivs, bool encrypt);
+    /// <summary>
+    /// Transforms at most <see cref="ChunkBytes"/> bytes: sector <c>i</c> of <paramref name="data"/> has IV
+    /// <c>ivs[16i..16i+16]</c>, for the first <paramref name="ivLength"/> bytes of <paramref name="ivs"/>.
+    /// </summary>
+    protected abstract void TransformChunk(Span<byte> data, byte[] ivs, int ivLength, bool encrypt);
 
-    private void FillIvs(Span<byte> ivs, long firstSector)
+    private void FillIvs(byte[] ivArray, int ivLength, long firstSector)
     {
+        var ivs = ivArray.AsSpan(0, ivLength);
         ivs.Clear();
         for (int i = 0; i < ivs.Length / BlockSize; i++)
         {
@@ -91,17 +95,21 @@ internal abstract class SectorCipher : IDisposable
         if (_ivKind == IvGeneratorKind.Essiv)
         {
             using var lease = _essiv!.Rent();
-            lease.Aes.EncryptEcb(ivs, ivs, PaddingMode.None);
+            lease.EncryptEcb(ivArray, 0, ivLength, ivArray, 0);
         }
     }
 
     /// <summary>XORs <paramref name="mask"/> into <paramref name="data"/> (same length).</summary>
-    protected static void Xor(Span<byte> data, ReadOnlySpan<byte> mask)
+    protected static void Xor(Span<byte> data, ReadOnlySpan<byte> mask) => XorInto(data, data, mask);
+
+    /// <summary><paramref name="destination"/> = <paramref name="a"/> XOR <paramref name="b"/> (all the same length; the destination may be either input).</summary>
+    protected static void XorInto(Span<byte> destination, ReadOnlySpan<byte> a, ReadOnlySpan<byte> b)
     {
-        var d = MemoryMarshal.Cast<byte, Vector<byte>>(data);
-        var m = MemoryMarshal.Cast<byte, Vector<byte>>(mask);
-        for (int i = 0; i < d.Length; i++) d[i] ^= m[i];
-        for (int i = d.Length * Vector<byte>.Count; i < data.Length; i++) data[i] ^= mask[i];
+        var d = MemoryMarshal.Cast<byte, Vector<byte>>(destination);
+        var x = MemoryMarshal.Cast<byte, Vector<byte>>(a);
+        var y = MemoryMarshal.Cast<byte, Vector<byte>>(b);
+        for (int i = 0; i < d.Length; i++) d[i] = x[i] ^ y[i];
+        for (int i = d.Length * Vector<byte>.Count; i < destination.Length; i++) destination[i] = (byte)(a[i] ^ b[i]);
     }
 
     public virtual void Dispose() => _essiv?.Dispose();
@@ -111,7 +119,8 @@ internal abstract class SectorCipher : IDisposable
 /// AES-XTS (IEEE 1619) without ciphertext stealing: the IV of each sector, encrypted with the second
 /// key, is the tweak of its first block; each next block's tweak is the previous one multiplied by
 /// x in GF(2^128) (little-endian bytes, reduction 0x87). Built on ECB: one call encrypts every tweak of
-/// a batch, one whitens-encrypts-whitens the data.
+/// a batch, one encrypts the whitened data (in a pooled buffer: the cached transforms take arrays), which
+/// is whitened again on its way back.
 /// </summary>
 internal sealed class XtsSectorCipher : SectorCipher
 {
@@ -130,15 +139,17 @@ internal sealed class XtsSectorCipher : SectorCipher
         _tweakKey = new AesKeyPool(key[(key.Length / 2)..]);
     }
 
-    protected override void TransformChunk(Span<byte> data, ReadOnlySpan<byte> ivs, bool encrypt)
+    protected override void TransformChunk(Span<byte> data, byte[] ivs, int ivLength, bool encrypt)
     {
-        byte[] tweakBuffer = ArrayPool<byte>.Shared.Rent(data.Length + ivs.Length);
+        int n = data.Length;
+        byte[] scratch = ArrayPool<byte>.Shared.Rent(2 * n + ivLength);
         try
         {
-            var tweaks = tweakBuffer.AsSpan(0, data.Length);
-            var first = tweakBuffer.AsSpan(data.Length, ivs.Length);
-            using (var lease = _tweakKey.Rent()) lease.Aes.EncryptEcb(ivs, first, PaddingMode.None);
-            for (int s = 0; s < ivs.Length / BlockSize; s++)
+            var tweaks = scratch.AsSpan(0, n);
+            var work = scratch.AsSpan(n, n);
+            var first = scratch.AsSpan(2 * n, ivLength);
+            using (var lease = _tweakKey.Rent()) lease.EncryptEcb(ivs, 0, ivLength, scratch, 2 * n);
+            for (int s = 0; s < ivLength / BlockSize; s++)
             {
                 ulong lo = BinaryPrimitives.ReadUInt64LittleEndian(first.Slice(s * BlockSize));
                 ulong hi = BinaryPrimitives.ReadUInt64LittleEndian(first.Slice(s * BlockSize + 8));
@@ -153,17 +164,17 @@ internal sealed class XtsSectorCipher : SectorCipher
                     lo = (lo << 1) ^ (carry * 0x87);
                 }
             }
-            Xor(data, tweaks);
+            XorInto(work, data, tweaks);
             using (var lease = _dataKey.Rent())
             {
-                if (encrypt) lease.Aes.EncryptEcb(data, data, PaddingMode.None);
-                else lease.Aes.DecryptEcb(data, data, PaddingMode.None);
+                if (encrypt) lease.EncryptEcb(scratch, n, n, scratch, n);
+                else lease.DecryptEcb(scratch, n, n, scratch, n);
             }
-            Xor(data, tweaks);
+            XorInto(data, work, tweaks);
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(tweakBuffer);
+            ArrayPool<byte>.Shared.Return(scratch);
         }
     }
 
@@ -190,21 +201,22 @@ internal sealed class CbcSectorCipher : SectorCipher
         _key = new AesKeyPool(key);
     }
 
-    protected override void TransformChunk(Span<byte> data, ReadOnlySpan<byte> ivs, bool encrypt)
+    protected override void TransformChunk(Span<byte> data, byte[] ivArray, int ivLength, bool encrypt)
     {
         using var lease = _key.Rent();
-        var aes = lease.Aes;
+        var ivs = ivArray.AsSpan(0, ivLength);
         if (!encrypt)
         {
-            DecryptBatch(aes, data, ivs);
+            DecryptBatch(lease, data, ivs);
             return;
         }
         int whole = data.Length / SectorSize;
-        if (whole > 0) EncryptBatch(aes, data[..(whole * SectorSize)], ivs[..(whole * BlockSize)]);
+        if (whole > 0) EncryptBatch(lease, data[..(whole * SectorSize)], ivs[..(whole * BlockSize)]);
         if (whole * SectorSize < data.Length)
         {
+            // A short last sector only occurs in LUKS key material, not on the I/O path: the one-shot API will do.
             var last = data[(whole * SectorSize)..];
-            aes.EncryptCbc(last, ivs.Slice(whole * BlockSize, BlockSize), last, PaddingMode.None);
+            lease.Aes.EncryptCbc(last, ivs.Slice(whole * BlockSize, BlockSize), last, PaddingMode.None);
         }
     }
 
@@ -212,7 +224,7 @@ internal sealed class CbcSectorCipher : SectorCipher
     /// Encrypts whole sectors: the chains of all sectors advance together, block j of every sector
     /// in one ECB call (each block's input is its plaintext XOR the previous ciphertext block, or the IV).
     /// </summary>
-    private static void EncryptBatch(Aes aes, Span<byte> data, ReadOnlySpan<byte> ivs)
+    private static void EncryptBatch(AesKeyPool.Lease lease, Span<byte> data, ReadOnlySpan<byte> ivs)
     {
         int sectors = data.Length / SectorSize;
         byte[] scratch = ArrayPool<byte>.Shared.Rent(sectors * BlockSize * 2);
@@ -230,7 +242,7 @@ internal sealed class CbcSectorCipher : SectorCipher
                     block.CopyTo(into);
                     Xor(into, chain.Slice(s * BlockSize, BlockSize));
                 }
-                aes.EncryptEcb(column, chain, PaddingMode.None);
+                lease.EncryptEcb(scratch, sectors * BlockSize, sectors * BlockSize, scratch, 0);
                 for (int s = 0; s < sectors; s++)
                     chain.Slice(s * BlockSize, BlockSize).CopyTo(data.Slice(s * SectorSize + j * BlockSize, BlockSize));
             }
@@ -241,26 +253,31 @@ internal sealed class CbcSectorCipher : SectorCipher
         }
     }
 
-    private static void DecryptBatch(Aes aes, Span<byte> data, ReadOnlySpan<byte> ivs)
+    /// <summary>
+    /// Decrypts a batch: one ECB call over a pooled copy of the ciphertext, then each plaintext block is
+    /// the decrypted block XOR the ciphertext block before it (or, for a sector's first block, its IV).
+    /// </summary>
+    private static void DecryptBatch(AesKeyPool.Lease lease, Span<byte> data, ReadOnlySpan<byte> ivs)
     {
-        byte[] maskBuffer = ArrayPool<byte>.Shared.Rent(data.Length);
+        int n = data.Length;
+        byte[] scratch = ArrayPool<byte>.Shared.Rent(2 * n);
         try
         {
-            // mask = what each plaintext block is XORed with: the sector's IV, then the previous ciphertext block.
-            var mask = maskBuffer.AsSpan(0, data.Length);
-            for (int s = 0; s * SectorSize < data.Length; s++)
+            var cipher = scratch.AsSpan(0, n);
+            var plain = scratch.AsSpan(n, n);
+            data.CopyTo(cipher);
+            lease.DecryptEcb(scratch, 0, n, scratch, n);
+            for (int s = 0; s * SectorSize < n; s++)
             {
                 int start = s * SectorSize;
-                int length = Math.Min(SectorSize, data.Length - start);
-                ivs.Slice(s * BlockSize, BlockSize).CopyTo(mask[start..]);
-                data.Slice(start, length - BlockSize).CopyTo(mask[(start + BlockSize)..]);
+                int length = Math.Min(SectorSize, n - start);
+                XorInto(data.Slice(start, BlockSize), plain.Slice(start, BlockSize), ivs.Slice(s * BlockSize, BlockSize));
+                XorInto(data.Slice(start + BlockSize, length - BlockSize), plain.Slice(start + BlockSize, length - BlockSize), cipher.Slice(start, length - BlockSize));
             }
-            aes.DecryptEcb(data, data, PaddingMode.None);
-            Xor(data, mask);
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(maskBuffer);
+            ArrayPool<byte>.Shared.Return(scratch);
         }
     }
 

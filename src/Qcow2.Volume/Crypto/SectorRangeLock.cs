@@ -5,10 +5,14 @@ namespace Qcow2.Volume.Crypto;
 /// must read, decrypt, merge and re-encrypt the sectors at its edges; a concurrent write to the same
 /// sectors could otherwise be undone by that read-modify-write. Writes register the sector-aligned
 /// range they touch; one overlapping a registered range waits for it. Only encrypted images use it.
+/// Uncontended, it allocates nothing: released holders are reused, and the completion a waiter awaits
+/// is made only when someone has to wait.
 /// </summary>
 internal sealed class SectorRangeLock
 {
+    private const int MaxPooled = 64;
     private readonly List<Holder> _held = [];
+    private readonly Stack<Holder> _free = new();
 
     /// <summary>Registers [start, end) unless it overlaps a held range, whose completion is then returned to wait for.</summary>
     public bool TryAcquire(long start, long end, out Holder holder, out Task? waitFor)
@@ -20,27 +24,42 @@ internal sealed class SectorRangeLock
                 if (h.Start < end && start < h.End)
                 {
                     holder = null!;
-                    waitFor = h.Done.Task;
+                    h.Released ??= new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                    waitFor = h.Released.Task;
                     return false;
                 }
             }
-            holder = new Holder(start, end);
+            holder = _free.TryPop(out var reused) ? reused : new Holder();
+            holder.Start = start;
+            holder.End = end;
             _held.Add(holder);
             waitFor = null;
             return true;
         }
     }
 
+    /// <summary>Unregisters <paramref name="holder"/> (which the caller must not use again) and wakes its waiters.</summary>
     public void Release(Holder holder)
     {
-        lock (_held) _held.Remove(holder);
-        holder.Done.TrySetResult();
+        TaskCompletionSource? waiters;
+        lock (_held)
+        {
+            _held.Remove(holder);
+            waiters = holder.Released;
+            holder.Released = null;
+            if (_free.Count < MaxPooled) _free.Push(holder);
+        }
+        waiters?.TrySetResult();
     }
 
-    internal sealed class Holder(long start, long end)
+    /// <summary>A registered range; reused after release.</summary>
+    internal sealed class Holder
     {
-        public long Start { get; } = start;
-        public long End { get; } = end;
-        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public long Start { get; set; }
+
+        public long End { get; set; }
+
+        /// <summary>Completed at release; made by the first waiter (under the lock).</summary>
+        public TaskCompletionSource? Released { get; set; }
     }
 }
