@@ -72,7 +72,6 @@ internal sealed partial class CheckRun
 
     private void CalculateRefcounts(List<SnapshotRef> snapshots, long snapshotsSize)
     {
-        _snapshotTableBytes = snapshotsSize;
         PrepareEncryptionRegion();
         long words = (_nbClusters + 64) / 64;
         _activeCopied = new ulong[words];
@@ -184,9 +183,9 @@ internal sealed partial class CheckRun
             }
             if (l2Offset != 0 && (l2Offset & (ulong)(ClusterSize - 1)) == 0 && ProtectedMetadataAt(l2Offset) is { } metadata)
             {
-                // Key material, refcounts or the header read as an L2 table: repairing its "entries"
-                // would destroy them (a LUKS key region so damaged unlocks with no secret). The
-                // refcount comparison counts the double use; a repair drops the entry instead.
+                // Key material or the header read as an L2 table: repairing its "entries" would
+                // destroy them (a LUKS key region so damaged unlocks with no secret). The refcount
+                // comparison counts the double use; a repair drops the entry instead.
                 if (dropEntries)
                 {
                     _storage.Write(l1Offset + i * 8L, ZeroEntry);

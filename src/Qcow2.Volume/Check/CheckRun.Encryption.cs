@@ -8,8 +8,8 @@ namespace Qcow2.Volume.Check;
 /// the end of the file is a corruption, repaired (when the LUKS header inside says how long it really
 /// is) by shortening the extension's length, and never by growing the file to the claimed end.
 /// The key material (what the LUKS header at the region's start uses) is never written by a
-/// repair: an L1 entry pointing into it (or into other metadata) is dropped rather than its "L2
-/// table" repaired, and an L1 table lying in it is left as it is.
+/// repair: an L1 entry pointing into it (or into the header cluster) is dropped rather than its
+/// "L2 table" repaired, and an L1 table lying in it is left as it is.
 /// </summary>
 internal sealed partial class CheckRun
 {
@@ -23,8 +23,6 @@ internal sealed partial class CheckRun
     // The encryption region as the check uses it (after a repair shortened it) and the part of it
     // that no L2 table may overlap.
     private ulong _cryptoOffset, _cryptoLength, _cryptoProtectedLength;
-    private long _snapshotTableBytes;
-    private HashSet<ulong>? _refcountBlockOffsets;
 
     /// <summary>
     /// Looks at the encryption region before anything is counted: when it runs a cluster or more past
@@ -124,31 +122,23 @@ internal sealed partial class CheckRun
 
     /// <summary>
     /// Whether an L2 table at <paramref name="l2Offset"/> (cluster aligned) would lie in metadata that
-    /// is no L2 table: the header cluster, the encryption region, the active L1 table, the refcount
-    /// table or a refcount block, the snapshot table, the bitmap directory. Null when it does not;
-    /// otherwise what it overlaps.
+    /// is certainly no L2 table and that no repair can bring back: the header cluster, or the LUKS key
+    /// material. Null when it does not; otherwise what it overlaps.
     /// </summary>
+    /// <remarks>
+    /// The other metadata (refcount table and blocks, snapshot table, bitmap directory, L1 table) is
+    /// not treated so: its extent comes from header fields (refcount_table_clusters, l1_size, the
+    /// snapshot count...) that are as untrusted as the L1 entry, so on a single damaged header field
+    /// dropping the L1 entries of the real tables it "covers" would lose guest data; and what a
+    /// repair writes into it is rebuilt (refcounts) or re-counted. Such overlaps stay what they are in
+    /// qemu-img check: a refcount corruption.
+    /// </remarks>
     private string? ProtectedMetadataAt(ulong l2Offset)
     {
         ulong cs = (ulong)ClusterSize;
         if (l2Offset < cs) return "the image header";
-        if (Overlaps(l2Offset, _cryptoOffset, _cryptoProtectedLength)) return "the encryption header";
-        if (Overlaps(l2Offset, (ulong)_img.L1Offset, (ulong)_img.L1Size * 8)) return "the active L1 table";
-        if (Overlaps(l2Offset, (ulong)_img.RefcountTableOffset, (ulong)_img.RefcountTableClusters << ClusterBits)) return "the refcount table";
-        if (Overlaps(l2Offset, _img.SnapshotsOffset, (ulong)_snapshotTableBytes)) return "the snapshot table";
-        if (Overlaps(l2Offset, _img.BitmapDirectoryOffset, _img.BitmapDirectorySize)) return "the bitmap directory";
-        if (_refcountBlockOffsets is null)
-        {
-            _refcountBlockOffsets = new HashSet<ulong>();
-            foreach (ulong e in _refcountTable)
-            {
-                ulong block = e & RefcountTableOffsetMask;
-                if (block != 0 && (e & RefcountTableReservedMask) == 0) _refcountBlockOffsets.Add(block);
-            }
-        }
-        return _refcountBlockOffsets.Contains(l2Offset) ? "a refcount block" : null;
-
-        bool Overlaps(ulong table, ulong start, ulong length) =>
-            length != 0 && table + cs > start && (start >= ulong.MaxValue - length || table < start + length);
+        if (_cryptoProtectedLength != 0 && l2Offset + cs > _cryptoOffset && l2Offset < _cryptoOffset + _cryptoProtectedLength)
+            return "the encryption key material";
+        return null;
     }
 }

@@ -229,7 +229,6 @@ internal sealed partial class CheckRun
     {
         bool repair = FixErrors || (FixLeaks && _res.CheckErrors == 0 && _res.Corruptions == 0 && _res.Leaks == 0);
         if (_img.L1Size == 0) return;
-        _refcountBlockOffsets = null;   // a rebuild moved them
         var l1 = ReadEntries(_img.L1Offset, _img.L1Size);
         bool l1Writable = L1TableWritable(_img.L1Offset, _img.L1Size);
         var l2Offsets = new List<long>();

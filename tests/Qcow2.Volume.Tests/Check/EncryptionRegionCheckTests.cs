@@ -67,6 +67,20 @@ public sealed class EncryptionRegionCheckTests
         return ((long)BinaryPrimitives.ReadUInt64BigEndian(image.AsSpan(at)), (long)BinaryPrimitives.ReadUInt64BigEndian(image.AsSpan(at + 8)));
     }
 
+    /// <summary>
+    /// A cluster inside the key material of slot 0 (the active one): the LUKS1 slot's material offset
+    /// (in sectors) and stripes, times the key bytes, say where it lies.
+    /// </summary>
+    private static long KeyMaterialCluster(byte[] image, long regionOffset)
+    {
+        var luks = image.AsSpan((int)regionOffset);
+        long material = regionOffset + BinaryPrimitives.ReadUInt32BigEndian(luks[(208 + 40)..]) * 512L;
+        long materialBytes = (long)BinaryPrimitives.ReadUInt32BigEndian(luks[(208 + 44)..]) * BinaryPrimitives.ReadUInt32BigEndian(luks[108..]);
+        long target = (material + ClusterSize - 1) & ~(long)(ClusterSize - 1);
+        Assert.True(target + ClusterSize <= material + materialBytes);
+        return target;
+    }
+
     /// <summary>Our guest read through the library with the secret (throws when it does not unlock).</summary>
     private static byte[] ReadWithSecret(string path, long offset, int length)
     {
@@ -207,13 +221,7 @@ public sealed class EncryptionRegionCheckTests
         var image = MakeEncryptedImage();
         var (regionOffset, regionLength) = CryptoRegion(image);
         long l1Offset = (long)BinaryPrimitives.ReadUInt64BigEndian(image.AsSpan(40));
-        // A cluster inside the key material of slot 0 (the active one): the LUKS1 slot's material
-        // offset (in sectors) and stripes, times the key bytes, say where it lies.
-        var luks = image.AsSpan((int)regionOffset);
-        long material = regionOffset + BinaryPrimitives.ReadUInt32BigEndian(luks[(208 + 40)..]) * 512L;
-        long materialBytes = (long)BinaryPrimitives.ReadUInt32BigEndian(luks[(208 + 44)..]) * BinaryPrimitives.ReadUInt32BigEndian(luks[108..]);
-        long target = (material + ClusterSize - 1) & ~(long)(ClusterSize - 1);
-        Assert.True(target + ClusterSize <= material + materialBytes);
+        long target = KeyMaterialCluster(image, regionOffset);
         BinaryPrimitives.WriteUInt64BigEndian(image.AsSpan((int)l1Offset), Copied | (ulong)target);
         string ours = dir.File("ours.qcow2"), theirs = dir.File("qemu.qcow2");
         File.WriteAllBytes(ours, image);
@@ -252,5 +260,41 @@ public sealed class EncryptionRegionCheckTests
         var qemuFixed = File.ReadAllBytes(theirs);
         Assert.False(qemuFixed.AsSpan((int)regionOffset, (int)regionLength).SequenceEqual(regionBefore), q.Output);
         Assert.Throws<Qcow2KeyException>(() => ReadWithSecret(theirs, 0, 512));
+    }
+
+    [Fact]
+    public void CheckRepairAll_SnapshotL1EntryIntoLuksRegion_DropsEntryAndKeepsKey()
+    {
+        using var dir = new TempDir();
+        string ours = dir.File("ours.qcow2");
+        File.WriteAllBytes(ours, MakeEncryptedImage());
+        var snapshotArgs = new List<string> { "snapshot", "-c", "s1" };
+        snapshotArgs.AddRange(QemuTools.EncryptedImageArgs(ours, SecretText));
+        QemuTools.Img(snapshotArgs.ToArray());
+        var image = File.ReadAllBytes(ours);
+        var (regionOffset, regionLength) = CryptoRegion(image);
+        long snapshotTable = (long)BinaryPrimitives.ReadUInt64BigEndian(image.AsSpan(64));
+        long snapshotL1 = (long)BinaryPrimitives.ReadUInt64BigEndian(image.AsSpan((int)snapshotTable));
+        Assert.Equal(1u, BinaryPrimitives.ReadUInt32BigEndian(image.AsSpan(60)));
+        BinaryPrimitives.WriteUInt64BigEndian(image.AsSpan((int)snapshotL1), (ulong)KeyMaterialCluster(image, regionOffset));
+        File.WriteAllBytes(ours, image);
+        var regionBefore = image.AsSpan((int)regionOffset, (int)regionLength).ToArray();
+
+        var readOnly = CheckHarness.OurCheck(ours);
+        Assert.Equal(2, readOnly.ExitCode);
+        Assert.Contains(readOnly.Findings, f => f.Kind == CheckFindingKind.L1Entry && f.Offset == snapshotL1);
+
+        var repaired = CheckHarness.OurCheck(ours, RepairMode.All);
+
+        Assert.Contains(repaired.Findings, f => f.Kind == CheckFindingKind.L1Entry && f.Offset == snapshotL1 && f.Repaired);
+        Assert.True(repaired.IsClean, string.Join("\n", repaired.Findings));
+        var qemuAfter = QemuCheck(ours);
+        Assert.True(qemuAfter.ExitCode == 0, qemuAfter.Output);
+        var fixedImage = File.ReadAllBytes(ours);
+        Assert.True(fixedImage.AsSpan((int)regionOffset, (int)regionLength).SequenceEqual(regionBefore), "the repair wrote into the LUKS region");
+        Assert.Equal(0UL, BinaryPrimitives.ReadUInt64BigEndian(fixedImage.AsSpan((int)snapshotL1)));
+        // The active image is untouched and still unlocks.
+        AssertPattern(ReadWithSecret(ours, 0, ClusterSize * 3), 0, 0);
+        AssertPattern(ReadWithSecret(ours, (2L << 20) + 100, 5000), (2L << 20) + 100, 0);
     }
 }
