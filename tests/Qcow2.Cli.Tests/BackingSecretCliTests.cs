@@ -1,4 +1,5 @@
 using Qcow2.Tests.Shared;
+using static Qcow2.Cli.Tests.ToolComparison;
 
 namespace Qcow2.Cli.Tests;
 
@@ -34,25 +35,6 @@ public sealed class BackingSecretCliTests : IClassFixture<BackingSecretCliTests.
     private readonly Fixture _fixture;
 
     public BackingSecretCliTests(Fixture fixture) => _fixture = fixture;
-
-    private static string[] With(params object[] parts)
-    {
-        var list = new List<string>();
-        foreach (var p in parts)
-        {
-            if (p is string s) list.Add(s);
-            else list.AddRange((IEnumerable<string>)p);
-        }
-        return list.ToArray();
-    }
-
-    private static void AssertSameFailure((int Code, string Out, string Err) qemu, (int Code, string Out, string Err) ours)
-    {
-        Assert.NotEqual(0, qemu.Code);
-        Assert.Equal(qemu.Code, ours.Code);
-        Assert.Equal(qemu.Err.Replace("qemu-img: ", "qcow2: ", StringComparison.Ordinal), ours.Err);
-        Assert.Equal(qemu.Out, ours.Out);
-    }
 
     [Fact]
     public void Convert_BackingWithItsOwnSecret_ByteEqualToQemuImg()

@@ -1,5 +1,6 @@
 using System.Text.RegularExpressions;
 using Qcow2.Tests.Shared;
+using static Qcow2.Cli.Tests.ToolComparison;
 
 namespace Qcow2.Cli.Tests;
 
@@ -45,26 +46,6 @@ public sealed class EncryptionCliTests : IClassFixture<EncryptionCliTests.Fixtur
     public EncryptionCliTests(Fixture fixture) => _fixture = fixture;
 
     private static string Opts(string file, string id = "s0") => $"driver=qcow2,file.filename={file},encrypt.key-secret={id}";
-
-    private static string[] With(params object[] parts)
-    {
-        var list = new List<string>();
-        foreach (var p in parts)
-        {
-            if (p is string s) list.Add(s);
-            else list.AddRange((IEnumerable<string>)p);
-        }
-        return list.ToArray();
-    }
-
-    /// <summary>The same error from both tools: exit code, and stderr with the program names swapped.</summary>
-    private static void AssertSameFailure((int Code, string Out, string Err) qemu, (int Code, string Out, string Err) ours)
-    {
-        Assert.NotEqual(0, qemu.Code);
-        Assert.Equal(qemu.Code, ours.Code);
-        Assert.Equal(qemu.Err.Replace("qemu-img: ", "qcow2: ", StringComparison.Ordinal), ours.Err);
-        Assert.Equal(qemu.Out, ours.Out);
-    }
 
     [Theory]
     [InlineData("")]

@@ -1,4 +1,5 @@
 using Qcow2.Tests.Shared;
+using static Qcow2.Cli.Tests.ToolComparison;
 
 namespace Qcow2.Cli.Tests;
 
@@ -12,17 +13,6 @@ public sealed class PreallocatedEncryptionCliTests
     private static readonly string[] Secret = { "--object", "secret,id=s0,data=pw" };
 
     private const string QemuLuks = "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10,encrypt.hash-alg=sha512";
-
-    private static string[] With(params object[] parts)
-    {
-        var list = new List<string>();
-        foreach (var p in parts)
-        {
-            if (p is string s) list.Add(s);
-            else list.AddRange((IEnumerable<string>)p);
-        }
-        return list.ToArray();
-    }
 
     /// <summary>qemu-img create, retried when its PBKDF2 calibration fails (see QemuTools.CreateLuksImage).</summary>
     private static (int Code, string Out, string Err) QemuCreate(string dir, string[] args)
