@@ -20,13 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE_MIB=${1:-256}
 RUNS=${2:-3}
-command -v qemu-img >/dev/null || { echo "qemu-img is needed (apt-get install -y qemu-utils)" >&2; exit 1; }
-
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-dotnet publish src/Qcow2.Cli -c Release -o "$out/bin" -nologo -v:q >/dev/null
-QCOW2=(dotnet "$out/bin/qcow2.dll")
-work="$out/work"; mkdir -p "$work"
+source benchmarks/scripts/side-by-side.sh
 
 SECRET=(--object secret,id=s,data=bench-passphrase)
 LUKS=encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10,encrypt.hash-alg=sha512
@@ -35,31 +29,10 @@ enc() { echo "driver=qcow2,file.filename=$1,encrypt.key-secret=s"; } # --image-o
 head -c "$((SIZE_MIB << 20))" /dev/urandom > "$work/src.raw"
 qemu-img convert "${SECRET[@]}" -f raw -O qcow2 -o "$LUKS" "$work/src.raw" "$work/enc.qcow2"
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-timeit() { # runs "$@" RUNS times, prints the median wall seconds and the median CPU seconds (user + sys)
-  local TIMEFORMAT='%R %U %S' i t
-  for i in $(seq "$RUNS"); do
-    t=$( { time "$@" >/dev/null 2>"$out/stderr"; } 2>&1 | tail -1) || { cat "$out/stderr" >&2; exit 1; }
-    echo "$t"
-  done > "$out/times"
-  printf "%s %s\n" "$(awk '{print $1}' "$out/times" | median)" "$(awk '{printf "%.3f\n", $2 + $3}' "$out/times" | median)"
-}
-row() { # name, qemu command..., --, qcow2 command...
-  local name=$1; shift
-  local q=() o=()
-  while [ "$1" != "--" ]; do q+=("$1"); shift; done; shift
-  o=("$@")
-  local tq to
-  tq=$(timeit "${q[@]}"); to=$(timeit "${o[@]}")
-  awk -v n="$name" -v q="$tq" -v o="$to" 'BEGIN {
-    split(q, a, " "); split(o, b, " ");
-    printf "| %s | %.3f | %.3f | %.2f | %.3f | %.3f | %.2f |\n", n, a[1], b[1], b[1] / a[1], a[2], b[2], (a[2] > 0 ? b[2] / a[2] : 0) }'
-}
 
 echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; qemu-img $(qemu-img --version | head -1 | awk '{print $3}'); dotnet $(dotnet --version); $SIZE_MIB MiB random data; LUKS aes-256-xts-plain64, sha512, iter-time 10 ms; median of $RUNS runs; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "| operation | qemu-img wall (s) | qcow2 wall (s) | wall ratio | qemu-img CPU (s) | qcow2 CPU (s) | CPU ratio |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+table_header
 row "convert LUKS qcow2 -> raw (decrypt)" \
   qemu-img convert "${SECRET[@]}" --image-opts "$(enc "$work/enc.qcow2")" -O raw "$work/q1.raw" -- \
   "${QCOW2[@]}" convert "${SECRET[@]}" --image-opts "$(enc "$work/enc.qcow2")" -O raw "$work/o1.raw"

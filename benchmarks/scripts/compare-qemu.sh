@@ -12,13 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE_MIB=${1:-1024}
 RUNS=${2:-3}
-command -v qemu-img >/dev/null || { echo "qemu-img is needed (apt-get install -y qemu-utils)" >&2; exit 1; }
-
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-dotnet publish src/Qcow2.Cli -c Release -o "$out/bin" -nologo -v:q >/dev/null
-QCOW2=(dotnet "$out/bin/qcow2.dll")
-work="$out/work"; mkdir -p "$work"
+source benchmarks/scripts/side-by-side.sh
 
 # Input: a raw disk of SIZE_MIB MiB, half random data (incompressible), a quarter text-like
 # (compressible), a quarter zeros, in 1 MiB stripes so that every kind is spread over the disk.
@@ -36,31 +30,10 @@ with open(path, "wb") as f:
 PY
 qemu-img convert -f raw -O qcow2 "$work/src.raw" "$work/src.qcow2"
 
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-timeit() { # runs "$@" RUNS times, prints the median wall seconds and the median CPU seconds (user + sys)
-  local TIMEFORMAT='%R %U %S' i t
-  for i in $(seq "$RUNS"); do
-    t=$( { time "$@" >/dev/null 2>&1; } 2>&1 | tail -1)
-    echo "$t"
-  done > "$out/times"
-  printf "%s %s\n" "$(awk '{print $1}' "$out/times" | median)" "$(awk '{printf "%.3f\n", $2 + $3}' "$out/times" | median)"
-}
-row() { # name, qemu command..., --, qcow2 command...
-  local name=$1; shift
-  local q=() o=()
-  while [ "$1" != "--" ]; do q+=("$1"); shift; done; shift
-  o=("$@")
-  local tq to
-  tq=$(timeit "${q[@]}"); to=$(timeit "${o[@]}")
-  awk -v n="$name" -v q="$tq" -v o="$to" 'BEGIN {
-    split(q, a, " "); split(o, b, " ");
-    printf "| %s | %.3f | %.3f | %.2f | %.3f | %.3f | %.2f |\n", n, a[1], b[1], b[1] / a[1], a[2], b[2], (a[2] > 0 ? b[2] / a[2] : 0) }'
-}
 
 echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; qemu-img $(qemu-img --version | head -1 | awk '{print $3}'); dotnet $(dotnet --version); disk $SIZE_MIB MiB; median of $RUNS runs"
 echo
-echo "| operation | qemu-img wall (s) | qcow2 wall (s) | wall ratio | qemu-img CPU (s) | qcow2 CPU (s) | CPU ratio |"
-echo "|---|---:|---:|---:|---:|---:|---:|"
+table_header
 row "convert raw -> qcow2" \
   qemu-img convert -f raw -O qcow2 "$work/src.raw" "$work/q1.qcow2" -- \
   "${QCOW2[@]}" convert -f raw -O qcow2 "$work/src.raw" "$work/o1.qcow2"
